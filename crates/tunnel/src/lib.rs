@@ -1,0 +1,5 @@
+//! Userspace WireGuard for Camwire.
+
+pub mod keys;
+
+pub use keys::{PrivateKey, PublicKey};
