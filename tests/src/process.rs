@@ -1,0 +1,190 @@
+//! Child processes that run in their own process group, so that a test can end a
+//! program together with everything it started (tauri-driver starts WebKitWebDriver,
+//! which starts the app and its WebKit processes).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// A child process leading its own process group; the whole group is ended on drop.
+pub struct GroupChild {
+    name: String,
+    child: Child,
+    group: Pid,
+}
+
+impl GroupChild {
+    /// Starts `command` as the leader of a new process group, with stderr (and stdout
+    /// unless the caller piped it) appended to `log`.
+    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Self> {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("failed to open log file {}", log.display()))?;
+        let stderr = log_file.try_clone()?;
+
+        command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("failed to start {name}"))?;
+        let pid = child.id().context("child exited before its pid was read")?;
+
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            group: Pid::from_raw(pid as i32),
+        })
+    }
+
+    /// Like [`GroupChild::spawn`], with stdout also appended to `log`.
+    pub fn spawn_logged(name: &str, mut command: Command, log: &Path) -> Result<Self> {
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("failed to open log file {}", log.display()))?;
+        command.stdout(log_file);
+        Self::spawn(name, command, log)
+    }
+
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    pub fn group_id(&self) -> i32 {
+        self.group.as_raw()
+    }
+
+    /// Sends SIGTERM to the whole group, waits up to `grace` for every member to exit,
+    /// then sends SIGKILL to whatever is left.
+    pub async fn terminate(&mut self, grace: Duration) {
+        let _ = killpg(self.group, Signal::SIGTERM);
+
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !group_members(self.group.as_raw()).is_empty() {
+            let _ = self.child.try_wait();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        if !group_members(self.group.as_raw()).is_empty() {
+            eprintln!("{}: still running after SIGTERM, sending SIGKILL", self.name);
+            let _ = killpg(self.group, Signal::SIGKILL);
+        }
+        let _ = self.child.wait().await;
+    }
+
+    /// Sends SIGKILL to the group leader only, as `kill -9 PID` would.
+    pub fn kill_leader(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        let _ = killpg(self.group, Signal::SIGKILL);
+    }
+}
+
+/// Returns the pids of the live processes in process group `group`, read from `/proc`.
+///
+/// Zombies count as gone: they have exited and only wait for their parent to reap them.
+pub fn group_members(group: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // The command name in brackets may contain spaces, so fields are counted
+            // after the closing bracket: state is field 3, process group field 5.
+            let Some(after_name) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+                return false;
+            };
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(2) == Some(&group.to_string().as_str())
+        })
+        .collect()
+}
+
+/// Returns the pids of live processes whose executable is `binary`.
+pub fn processes_of(binary: &Path) -> Vec<i32> {
+    let Ok(target) = binary.canonicalize() else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == target)
+                && !fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        })
+        .collect()
+}
+
+/// Returns the path of a binary of this workspace in `target/debug/` (or
+/// `$CARGO_TARGET_DIR/debug/`), with an error saying how to build it when it is missing.
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let variable = format!("CAMWIRE_{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(&variable) {
+        return Ok(PathBuf::from(path));
+    }
+
+    let path = target_dir().join("debug").join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "binary {} not found: build it first with `cargo build --workspace` \
+         (or point {variable} at another build)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Returns the workspace's `target/` directory.
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    workspace_root().join("target")
+}
+
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
+}
+
+/// Returns a loopback TCP port that was free a moment ago.
+///
+/// NOTE: another process can take the port between this call and its use; tests run
+/// one after another, so this has not been seen to happen.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("failed to bind a loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Returns whether something accepts TCP connections on `127.0.0.1:port`.
+pub fn port_is_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
