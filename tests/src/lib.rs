@@ -6,6 +6,7 @@
 //!   parts cannot produce on demand.
 //! - [`world::scenario`]: one scenario's set-up, tear-down and failure artifacts.
 
+pub mod db;
 pub mod driver;
 pub mod process;
 pub mod proxy;

@@ -19,6 +19,8 @@ pub struct ServerOptions {
     pub pool: String,
     /// Further arguments of `camwire-server serve`.
     pub extra_arguments: Vec<String>,
+    /// Loopback port to listen on; a free one when `None`.
+    pub port: Option<u16>,
 }
 
 impl Default for ServerOptions {
@@ -26,6 +28,7 @@ impl Default for ServerOptions {
         Self {
             pool: "10.13.0.0/16".into(),
             extra_arguments: Vec::new(),
+            port: None,
         }
     }
 }
@@ -43,11 +46,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts a server whose database, config file and log live in `dir`.
     pub async fn start(dir: &Path, options: ServerOptions) -> Result<Self> {
+        let port = match options.port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let mut server = Self {
             child: None,
             options,
             dir: dir.to_path_buf(),
-            port: free_port()?,
+            port,
             passwords: HashMap::new(),
         };
         server.launch().await?;
