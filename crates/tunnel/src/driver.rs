@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
@@ -238,8 +238,14 @@ async fn send(socket: &UdpSocket, transmit: &Transmit, stop: &mut watch::Receive
     }
 }
 
-/// Converts a time of the monotonic clock into wall-clock time.
+/// Converts a time of the monotonic clock into wall-clock time, against one anchor
+/// pair taken on first use, so that the same instant always converts the same way.
 pub(crate) fn to_system_time(instant: Instant) -> SystemTime {
-    let age = Instant::now().saturating_duration_since(instant);
-    SystemTime::now() - age
+    static ANCHOR: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+    let (anchor_instant, anchor_time) = *ANCHOR.get_or_init(|| (Instant::now(), SystemTime::now()));
+
+    match instant.checked_duration_since(anchor_instant) {
+        Some(after) => anchor_time + after,
+        None => anchor_time - anchor_instant.duration_since(instant),
+    }
 }
