@@ -1,0 +1,247 @@
+//! Database access through sqlx's `Any` driver, for SQLite and PostgreSQL alike.
+//!
+//! Every query uses `$1` placeholders, TEXT ids, BIGINT unix seconds and BIGINT
+//! addresses, and no syntax that only one of the two databases has, so the same code
+//! and migrations run on both.
+
+mod address_pool;
+mod peers;
+mod sessions;
+mod users;
+
+use std::path::PathBuf;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+
+pub use address_pool::{PoolChange, reconcile_pool};
+pub use peers::{
+    PeerRow, delete_peer_by_session, insert_peer, insert_pending_removal, release_address,
+    take_lowest_free_address,
+};
+pub use sessions::{SessionRow, delete_session, insert_session};
+pub use users::{NewUserRow, UserRow, insert_user};
+
+/// Connections of the pool; SQLite serializes writers anyway, and PostgreSQL servers
+/// allow 100 connections by default, shared by every replica.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Errors of opening a database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(
+        "unsupported database URL scheme {scheme:?}; use sqlite://PATH or postgres://USER@HOST/NAME"
+    )]
+    UnsupportedScheme { scheme: String },
+    #[error("failed to open the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("failed to apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("failed to configure the database: {0}")]
+    Configure(#[source] sqlx::Error),
+}
+
+/// The kind of database behind a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    /// Reads the kind from the scheme of a database URL.
+    pub fn of_url(url: &str) -> Result<Self, DbError> {
+        let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            other => Err(DbError::UnsupportedScheme {
+                scheme: other.chars().take(32).collect(),
+            }),
+        }
+    }
+}
+
+/// Tables whose rows tests and operators count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Users,
+    Sessions,
+    Peers,
+    FreeAddresses,
+    PendingRemovals,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::Sessions => "sessions",
+            Table::Peers => "peers",
+            Table::FreeAddresses => "free_addresses",
+            Table::PendingRemovals => "pending_removals",
+        }
+    }
+}
+
+/// A migrated database with its connection pool. Cloning shares the pool.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+impl Db {
+    /// Opens the database at `url` and applies the migrations.
+    ///
+    /// A SQLite file is created when missing and switched to WAL journaling. The busy
+    /// timeout is sqlx's default of 5 seconds, and foreign keys are enforced.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        let kind = DbKind::of_url(url)?;
+        install_default_drivers();
+
+        let url = match kind {
+            DbKind::Sqlite => sqlite_url_creating_file(url),
+            DbKind::Postgres => url.to_owned(),
+        };
+
+        let pool = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect(&url)
+            .await
+            .map_err(DbError::Connect)?;
+
+        if kind == DbKind::Sqlite {
+            // WAL lets readers go on while a sign-in writes. The mode is stored in the
+            // file, so setting it once per start is enough for every connection.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .fetch_optional(&pool)
+                .await
+                .map_err(DbError::Configure)?;
+        }
+
+        sqlx::migrate!("./migrations").run(&pool).await?;
+
+        Ok(Self { pool, kind })
+    }
+
+    /// Returns the connection pool, for plain SQL in tests and tools.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Closes every connection; later queries fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Counts the rows of `table`.
+    pub async fn count_rows(&self, table: Table) -> Result<i64, sqlx::Error> {
+        let sql = format!("SELECT COUNT(*) AS count FROM {}", table.name());
+        let row = sqlx::query(&sql).fetch_one(&self.pool).await?;
+        row.try_get("count")
+    }
+}
+
+/// Adds `mode=rwc` to a SQLite URL that sets no mode, so that the file is created.
+fn sqlite_url_creating_file(url: &str) -> String {
+    let has_mode = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")));
+
+    if has_mode || url.contains(":memory:") {
+        return url.to_owned();
+    }
+
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}mode=rwc")
+}
+
+/// Returns the file of a SQLite URL such as `sqlite://camwire.db` or `sqlite:///var/lib/c.db`,
+/// or `None` for other databases and in-memory SQLite.
+pub fn sqlite_file_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+
+    Some(PathBuf::from(path))
+}
+
+/// Returns the current time as unix seconds, the unit of every time column.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_is_read_from_scheme() {
+        assert_eq!(
+            DbKind::of_url("sqlite://camwire.db").ok(),
+            Some(DbKind::Sqlite)
+        );
+        assert_eq!(DbKind::of_url("sqlite::memory:").ok(), Some(DbKind::Sqlite));
+        assert_eq!(
+            DbKind::of_url("postgres://u@localhost/c").ok(),
+            Some(DbKind::Postgres)
+        );
+        assert_eq!(
+            DbKind::of_url("postgresql://u@localhost/c").ok(),
+            Some(DbKind::Postgres)
+        );
+        assert!(matches!(
+            DbKind::of_url("mysql://localhost/c"),
+            Err(DbError::UnsupportedScheme { scheme }) if scheme == "mysql"
+        ));
+    }
+
+    #[test]
+    fn sqlite_url_gets_create_mode() {
+        assert_eq!(
+            sqlite_url_creating_file("sqlite://c.db"),
+            "sqlite://c.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_creating_file("sqlite://c.db?cache=shared"),
+            "sqlite://c.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_creating_file("sqlite://c.db?mode=ro"),
+            "sqlite://c.db?mode=ro"
+        );
+        assert_eq!(
+            sqlite_url_creating_file("sqlite::memory:"),
+            "sqlite::memory:"
+        );
+    }
+
+    #[test]
+    fn sqlite_file_path_from_url_forms() {
+        assert_eq!(
+            sqlite_file_path("sqlite://camwire.db"),
+            Some(PathBuf::from("camwire.db"))
+        );
+        assert_eq!(
+            sqlite_file_path("sqlite:camwire.db"),
+            Some(PathBuf::from("camwire.db"))
+        );
+        assert_eq!(
+            sqlite_file_path("sqlite:///var/lib/camwire/c.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/camwire/c.db"))
+        );
+        assert_eq!(sqlite_file_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_file_path("postgres://localhost/c"), None);
+    }
+}

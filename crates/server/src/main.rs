@@ -1,0 +1,236 @@
+//! `camwire-server`: runs the Camwire API, or manages its users.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use tracing_subscriber::EnvFilter;
+
+use camwire_api::{Password, Role};
+use camwire_server::config::{
+    DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_POOL, DEFAULT_WG_ENDPOINT, default_wg_config_path,
+};
+use camwire_server::db::Db;
+use camwire_server::users::{MAX_PASSWORD_LEN, NewUser, add_user};
+use camwire_server::{ServerConfig, start};
+
+/// The Camwire reference server: sign-in, WireGuard address pool and peer management.
+#[derive(Debug, Parser)]
+#[command(name = "camwire-server", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API.
+    Serve(ServeArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address and port of the HTTP API; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+
+    /// Database URL: sqlite://PATH (the file is created when missing) or postgres://USER@HOST/NAME.
+    #[arg(long, value_name = "URL", env = "CAMWIRE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database: String,
+
+    /// IPv4 network of the WireGuard addresses, /16 to /30; its first host is the server.
+    #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL)]
+    pool: Ipv4Net,
+
+    /// wg-quick config file that the server keeps [default: wg0.conf beside the SQLite file]
+    #[arg(long, value_name = "PATH")]
+    wg_config: Option<PathBuf>,
+
+    /// WireGuard UDP endpoint that clients connect to, as HOST:PORT; the port is also ListenPort.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_WG_ENDPOINT)]
+    wg_endpoint: String,
+
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    session_ttl: u64,
+
+    /// Create the users alice, bob and admin, give them new random passwords and print
+    /// them on stdout; only allowed with a loopback --listen address.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    Add(UserAddArgs),
+}
+
+#[derive(Debug, Args)]
+struct UserAddArgs {
+    /// User name: 1 to 64 characters without whitespace.
+    name: String,
+
+    /// Database URL, as for `serve`.
+    #[arg(long, value_name = "URL", env = "CAMWIRE_DATABASE_URL")]
+    database: String,
+
+    /// Read the password from the first line of standard input (required, so that it
+    /// never appears in the process list or shell history).
+    #[arg(long, required = true)]
+    password_stdin: bool,
+
+    /// Name shown in the app [default: the user name]
+    #[arg(long, value_name = "S")]
+    display_name: Option<String>,
+
+    /// E-mail address shown in the app [default: empty]
+    #[arg(long, value_name = "S")]
+    email: Option<String>,
+
+    /// Role: `user`, or `admin` for the admin routes.
+    #[arg(long, value_name = "ROLE", default_value = "user", value_parser = parse_role)]
+    role: Role,
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::User(UserCommand::Add(args)) => user_add(args).await,
+    }
+}
+
+/// Logs go to stderr, so that stdout carries only the lines scripts parse.
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let wg_config_path = args
+        .wg_config
+        .unwrap_or_else(|| default_wg_config_path(&args.database));
+
+    let mut config = ServerConfig::new(args.database);
+    config.listen = args.listen;
+    config.pool = args.pool;
+    config.wg_config_path = wg_config_path;
+    config.wg_endpoint = args.wg_endpoint;
+    config.session_ttl = Duration::from_secs(args.session_ttl);
+    config.demo = args.demo;
+
+    let server = start(config)
+        .await
+        .context("failed to start camwire-server")?;
+
+    for user in server.demo_users() {
+        println!(
+            "demo user {} password {}",
+            user.username,
+            user.password.expose()
+        );
+    }
+    println!("listening on {}", server.url());
+
+    server
+        .run_until(shutdown_signal())
+        .await
+        .context("camwire-server failed")?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C, or on SIGTERM on Unix.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "failed to listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "failed to listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+async fn user_add(args: UserAddArgs) -> Result<()> {
+    let password =
+        read_password_line().context("failed to read the password from standard input")?;
+
+    let db = Db::connect(&args.database)
+        .await
+        .context("failed to open the database")?;
+    let user = NewUser {
+        username: args.name,
+        password,
+        display_name: args.display_name,
+        email: args.email,
+        role: args.role,
+    };
+
+    let result = add_user(&db, user).await;
+    db.close().await;
+    let created = result?;
+
+    println!(
+        "created user {} ({}) with id {}",
+        created.username, created.role, created.id
+    );
+    Ok(())
+}
+
+/// Reads the first line of stdin without its line ending.
+fn read_password_line() -> Result<Password> {
+    let mut input = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .take(MAX_PASSWORD_LEN as u64 + 3)
+        .read_to_end(&mut input)?;
+
+    let text = std::str::from_utf8(&input).context("the password is not valid UTF-8")?;
+    let line = text.split('\n').next().unwrap_or_default();
+    let line = line.strip_suffix('\r').unwrap_or(line);
+
+    if line.is_empty() {
+        bail!(
+            "standard input is empty; pipe the password in, for example: echo \"$PASSWORD\" | camwire-server user add NAME --database URL --password-stdin"
+        );
+    }
+
+    Ok(Password::new(line))
+}

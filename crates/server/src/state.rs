@@ -1,0 +1,245 @@
+//! The server's shared state, and the start-up steps that build it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use camwire_api::Password;
+use camwire_tunnel::{PrivateKey, PublicKey};
+
+use crate::auth::{PasswordError, hash_password};
+use crate::backend::{BackendError, PeerBackend, WgConfigBackend, WgInterface};
+use crate::config::{ConfigError, ServerConfig};
+use crate::db::{Db, DbError, PoolChange, reconcile_pool};
+use crate::pool::AddressPool;
+use crate::rate_limit::LoginLimiter;
+use crate::users::{AddUserError, DemoUser, ensure_demo_users};
+
+/// Errors of starting a server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("failed to prepare the address pool in the database: {0}")]
+    Pool(#[source] sqlx::Error),
+    #[error("failed to read the peers from the database: {0}")]
+    LoadPeers(#[source] sqlx::Error),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("failed to create the demo users: {0}")]
+    Demo(#[from] AddUserError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every request handler. Cloning is cheap.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    db: Db,
+    backend: Arc<dyn PeerBackend>,
+    pool: AddressPool,
+    server_public_key: PublicKey,
+    wg_endpoint: String,
+    session_ttl: Duration,
+    limiter: Mutex<LoginLimiter>,
+    /// Hash of a random password, verified for unknown user names so that they cost the
+    /// same Argon2 work as a wrong password.
+    dummy_password_hash: String,
+}
+
+impl AppState {
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn backend(&self) -> &Arc<dyn PeerBackend> {
+        &self.inner.backend
+    }
+
+    pub fn pool(&self) -> &AddressPool {
+        &self.inner.pool
+    }
+
+    pub fn server_public_key(&self) -> PublicKey {
+        self.inner.server_public_key
+    }
+
+    pub fn wg_endpoint(&self) -> &str {
+        &self.inner.wg_endpoint
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        self.inner.session_ttl
+    }
+
+    pub fn dummy_password_hash(&self) -> &str {
+        &self.inner.dummy_password_hash
+    }
+
+    /// Locks the sign-in rate limiter. A poisoned lock is taken over, since the limiter's
+    /// counts stay consistent after any panic.
+    pub fn limiter(&self) -> MutexGuard<'_, LoginLimiter> {
+        self.inner
+            .limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A prepared server: database migrated, pool reconciled, config file rewritten.
+pub struct App {
+    pub state: AppState,
+    /// Demo users with this start's passwords; empty without `--demo`.
+    pub demo_users: Vec<DemoUser>,
+}
+
+impl App {
+    /// Runs every start-up step except binding the listener.
+    pub async fn open(config: &ServerConfig) -> Result<Self, StartError> {
+        let valid = config.validate()?;
+        let pool = valid.pool;
+
+        let db = Db::connect(&config.database_url).await?;
+        log_database(&db, &config.database_url);
+
+        let change = reconcile_pool(&db, &pool).await.map_err(StartError::Pool)?;
+        log_pool_change(&pool, &change);
+
+        let private_key = load_or_generate_server_key(&config.wg_config_path)?;
+        let server_public_key = private_key.public_key();
+
+        let backend =
+            open_wg_config_backend(&db, config, &pool, private_key, valid.wg_listen_port).await?;
+
+        let demo_users = if config.demo {
+            ensure_demo_users(&db).await?
+        } else {
+            Vec::new()
+        };
+
+        let dummy_password = Password::new(uuid::Uuid::new_v4().to_string());
+        let dummy_password_hash =
+            tokio::task::spawn_blocking(move || hash_password(&dummy_password))
+                .await
+                .map_err(|error| StartError::Backend(BackendError::Task(error)))??;
+
+        let shared = Shared {
+            db,
+            backend: Arc::new(backend),
+            pool,
+            server_public_key,
+            wg_endpoint: config.wg_endpoint.clone(),
+            session_ttl: config.session_ttl,
+            limiter: Mutex::new(LoginLimiter::new(config.login_limits)),
+            dummy_password_hash,
+        };
+
+        Ok(Self {
+            state: AppState {
+                inner: Arc::new(shared),
+            },
+            demo_users,
+        })
+    }
+}
+
+fn load_or_generate_server_key(path: &Path) -> Result<PrivateKey, StartError> {
+    if let Some(key) = WgConfigBackend::read_private_key(path)? {
+        tracing::info!(
+            path = %path.display(),
+            server_key = %key.public_key().fingerprint(),
+            "using the server key from the WireGuard config"
+        );
+        return Ok(key);
+    }
+
+    let key = PrivateKey::generate();
+    tracing::info!(
+        path = %path.display(),
+        server_key = %key.public_key().fingerprint(),
+        "generated a new server key"
+    );
+    Ok(key)
+}
+
+/// Opens the wg-config back end with every peer of the database, which rewrites the file.
+/// Pending removals are then complete, because the new file lists only the database's peers.
+async fn open_wg_config_backend(
+    db: &Db,
+    config: &ServerConfig,
+    pool: &AddressPool,
+    private_key: PrivateKey,
+    listen_port: u16,
+) -> Result<WgConfigBackend, StartError> {
+    let peers = db.list_peers().await.map_err(StartError::LoadPeers)?;
+    let peer_count = peers.len();
+
+    let interface = WgInterface {
+        private_key,
+        listen_port,
+        address: pool.interface_address(),
+    };
+    let entries = peers
+        .into_iter()
+        .map(|peer| (peer.public_key, peer.address));
+    let backend = WgConfigBackend::open(config.wg_config_path.clone(), interface, entries).await?;
+
+    let completed = db
+        .clear_pending_removals()
+        .await
+        .map_err(StartError::LoadPeers)?;
+    tracing::info!(
+        path = %config.wg_config_path.display(),
+        peers = peer_count,
+        pending_removals_completed = completed,
+        "rewrote the WireGuard config from the database"
+    );
+
+    Ok(backend)
+}
+
+fn log_database(db: &Db, url: &str) {
+    match crate::db::sqlite_file_path(url) {
+        Some(path) => {
+            tracing::info!(kind = ?db.kind(), path = %path.display(), "opened the database")
+        }
+        None => tracing::info!(kind = ?db.kind(), "opened the database"),
+    }
+}
+
+fn log_pool_change(pool: &AddressPool, change: &PoolChange) {
+    let cidr = pool.network().to_string();
+
+    match change {
+        PoolChange::Unchanged => tracing::info!(pool = %cidr, "address pool unchanged"),
+        PoolChange::Seeded { free } => tracing::info!(pool = %cidr, free, "address pool created"),
+        PoolChange::Changed {
+            previous,
+            free,
+            peers_outside,
+        } => tracing::warn!(
+            pool = %cidr,
+            previous = %previous,
+            free,
+            peers_outside,
+            "address pool changed; peers outside the new pool keep their addresses until sign-out"
+        ),
+        PoolChange::Repaired { free } => tracing::warn!(
+            pool = %cidr,
+            free,
+            "free-address table did not match the peers and was rebuilt"
+        ),
+    }
+}
