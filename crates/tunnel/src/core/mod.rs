@@ -76,3 +76,6 @@ fn earliest(
 fn is_allowed(networks: &[ipnet::Ipv4Net], address: Ipv4Addr) -> bool {
     networks.iter().any(|network| network.contains(&address))
 }
+
+#[cfg(test)]
+mod tests;
