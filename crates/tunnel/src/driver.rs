@@ -161,8 +161,8 @@ impl ReceiveBatch {
     }
 }
 
-/// Runs `shared`'s core on `socket` until `stop` turns true; `on_event` sees every
-/// event of the core, outside the core's lock.
+/// Runs `shared`'s core on `socket` until `stop` turns true. `on_event` gets every
+/// event of the core, called outside the core's lock.
 pub(crate) async fn drive<C: Driven>(
     shared: Arc<Shared<C>>,
     socket: UdpSocket,

@@ -45,7 +45,7 @@ pub struct HubConfig {
     pub address: Ipv4Addr,
     /// The network of peer addresses, such as `10.13.0.0/16`.
     pub network: Ipv4Net,
-    /// Forwarded TCP ports; connections to other ports are answered with RST.
+    /// Forwarded TCP ports. SYNs to other ports get RST.
     pub forwards: Vec<Forward>,
     pub tcp_buffers: TcpBuffers,
     /// Requested `SO_RCVBUF` and `SO_SNDBUF` of the UDP socket, in bytes.
@@ -110,7 +110,7 @@ pub struct HubStats {
     pub tasks: usize,
 }
 
-/// Why a hub operation failed.
+/// Error of a hub operation.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("failed to bind the hub's UDP socket on {address}: {source}")]
@@ -274,7 +274,7 @@ impl Hub {
         }
     }
 
-    /// The local address of the hub's UDP socket.
+    /// Returns the local address of the hub's UDP socket.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -5,7 +5,7 @@
 //!   [`Tunnel::dial`], local port forwards and a SOCKS5 proxy.
 //! - [`Hub`] is the server side: many peers on one UDP socket, peers added and
 //!   removed live, TCP ports of the hub's tunnel address forwarded to local services.
-//! - [`core`] holds the sans-IO state machines under both, driven by datagrams and
+//! - [`core`] contains the sans-IO state machines under both, driven by datagrams and
 //!   the current time, which tests run in a simulated network.
 //!
 //! Only IPv4 travels inside the tunnel; the UDP endpoint may be IPv4 or IPv6.

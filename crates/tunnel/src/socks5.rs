@@ -27,14 +27,14 @@ pub(crate) enum Reply {
     AddressTypeNotSupported = 0x08,
 }
 
-/// Why a SOCKS5 negotiation ended without a CONNECT target.
+/// Error of a SOCKS5 negotiation that ended without a CONNECT target.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum NegotiationError {
     #[error("SOCKS version {0} is not supported; expected 5")]
     Version(u8),
     #[error("the client offers no method without authentication")]
     NoAcceptableMethod,
-    /// The request was answered with this reply code and the connection should close.
+    /// The request got this reply code, and the connection should close.
     #[error("request rejected with SOCKS reply {0:?}")]
     Rejected(Reply),
     #[error(transparent)]
@@ -42,7 +42,7 @@ pub(crate) enum NegotiationError {
 }
 
 /// Reads the method selection and the request, and returns the CONNECT target.
-/// Requests that cannot be served are answered here with their reply code.
+/// Requests that cannot be served get their reply code here.
 pub(crate) async fn negotiate<S>(stream: &mut S) -> Result<SocketAddrV4, NegotiationError>
 where
     S: AsyncRead + AsyncWrite + Unpin,

@@ -60,7 +60,7 @@ pub enum RecvOutcome {
     Finished,
 }
 
-/// Why a connection cannot be used.
+/// Error of reading or writing a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectionError {
     #[error("connection reset")]
@@ -184,7 +184,7 @@ impl Stack {
         self.sockets.add(socket)
     }
 
-    /// Whether the socket still waits for a SYN.
+    /// Checks whether the socket still waits for a SYN.
     pub fn is_listening(&self, handle: SocketHandle) -> bool {
         self.sockets.get::<tcp::Socket>(handle).is_listening()
     }
@@ -291,7 +291,7 @@ impl Stack {
         self.needs_poll = true;
     }
 
-    /// Resets a connection (RST to the peer on the next poll) and forgets it.
+    /// Resets a connection (RST to the peer on the next poll) and removes it once closed.
     pub fn abort(&mut self, id: ConnectionId) {
         let Some(connection) = self.connections.get_mut(&id) else {
             return;
@@ -445,9 +445,8 @@ impl Device for VirtualDevice {
         let mut capabilities = DeviceCapabilities::default();
         capabilities.medium = Medium::Ip;
         capabilities.max_transmission_unit = TUNNEL_MTU;
-        // WireGuard's AEAD already protects every packet, so checksums of received
-        // packets are not verified; sent ones get checksums because kernel TCP stacks
-        // at the other end of a forward check them.
+        // WireGuard's AEAD already protects every packet, so received checksums are not
+        // verified. Sent packets get checksums because kernel TCP stacks check them.
         capabilities.checksum.ipv4 = Checksum::Tx;
         capabilities.checksum.tcp = Checksum::Tx;
         capabilities

@@ -18,7 +18,7 @@ pub fn live_tasks() -> usize {
     LIVE_TASKS.load(Ordering::SeqCst)
 }
 
-/// How a bounded shutdown went.
+/// Outcome of a bounded shutdown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
     /// Tasks that returned by themselves after the stop signal.

@@ -65,7 +65,7 @@ pub struct TunnelStats {
     pub tasks: usize,
 }
 
-/// Why a tunnel operation failed.
+/// Error of a tunnel operation.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
     #[error("invalid server public key: {0}")]
@@ -115,7 +115,7 @@ pub struct Tunnel {
 impl Tunnel {
     /// Starts a tunnel to the server that `config` describes. Returns once the UDP
     /// socket is bound and the first handshake initiation is queued; the state is
-    /// [`TunnelState::Connecting`] until the server answers.
+    /// [`TunnelState::Connecting`] until the server's handshake response arrives.
     pub async fn start(
         config: &WireguardConfig,
         private_key: PrivateKey,
@@ -230,7 +230,7 @@ impl Tunnel {
         }
     }
 
-    /// The local address of the tunnel's UDP socket.
+    /// Returns the local address of the tunnel's UDP socket.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -9,8 +9,8 @@ use tokio::net::UdpSocket;
 /// Requested `SO_RCVBUF` and `SO_SNDBUF` size, in bytes.
 ///
 /// With Linux's default of about 208 KiB, bursts of a smoltcp sender with TCP windows
-/// of 128 KiB or more overflowed the receive buffer, and smoltcp (1 s minimum
-/// retransmission timeout, no SACK recovery as a sender) fell to a few Mbit/s.
+/// of 128 KiB or more overflowed the receive buffer. smoltcp 0.14 then recovered only
+/// by its 1 s minimum retransmission timeout and fell to a few Mbit/s.
 /// Linux caps the request at `net.core.rmem_max` and `wmem_max`.
 pub const DEFAULT_UDP_BUFFER_SIZE: usize = 8 << 20;
 

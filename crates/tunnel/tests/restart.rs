@@ -1,4 +1,4 @@
-//! Repeated start and shutdown against one hub. This file holds one test only,
+//! Repeated start and shutdown against one hub. This file contains one test only,
 //! because it checks the process-wide task counter.
 
 #![cfg(not(feature = "mock-clock"))]

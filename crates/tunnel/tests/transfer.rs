@@ -48,7 +48,7 @@ fn payload() -> Vec<u8> {
         .collect()
 }
 
-/// A service that reads everything slowly, then answers with its SHA-256.
+/// Starts a service that reads everything slowly, then replies with its SHA-256.
 async fn slow_sink() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");
@@ -64,7 +64,7 @@ async fn slow_sink() -> SocketAddr {
     address
 }
 
-/// A service that sends the payload and closes.
+/// Starts a service that sends the payload and closes.
 async fn source(data: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");

@@ -30,12 +30,15 @@ async fn forward_reaches_http_target() {
     let stats = tunnel.stats();
     assert_eq!(stats.state, TunnelState::Connected);
     assert!(stats.last_handshake.is_some());
-    assert!(stats.rx_packets > 0 && stats.tx_packets > 0);
-    assert!(stats.rx_bytes > 0 && stats.tx_bytes > 0);
+    assert!(stats.rx_packets > 0);
+    assert!(stats.tx_packets > 0);
+    assert!(stats.rx_bytes > 0);
+    assert!(stats.tx_bytes > 0);
     let peers = hub.hub.peers();
     assert_eq!(peers.len(), 1);
     assert!(peers[0].last_handshake.is_some());
-    assert!(peers[0].rx_bytes > 0 && peers[0].tx_bytes > 0);
+    assert!(peers[0].rx_bytes > 0);
+    assert!(peers[0].tx_bytes > 0);
 
     tunnel.shutdown().await;
 }

@@ -43,7 +43,7 @@ pub enum TunnelState {
     Stopped,
 }
 
-/// Why a connection through the tunnel could not be opened.
+/// Error of opening a connection through the tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
     #[error("address {0} is outside the tunnel's allowed IPs")]
@@ -187,7 +187,7 @@ impl ClientCore {
         self.events.pop_front()
     }
 
-    /// The next deadline at which `handle_timeout` wants to run, and why.
+    /// Returns the next deadline at which `handle_timeout` wants to run, and its reason.
     pub fn poll_timeout(&mut self, now: Instant) -> Option<(Instant, TimeoutReason)> {
         self.session.as_ref()?;
         let timers = self
@@ -197,8 +197,8 @@ impl ClientCore {
         earliest(timers, tcp)
     }
 
-    /// Opens a TCP connection through the tunnel; it is established once
-    /// [`Self::connect_progress`] says so.
+    /// Opens a TCP connection through the tunnel. The SYN leaves with the next
+    /// `poll_transmit`, and the connection is usable once the handshake completes.
     pub fn connect(&mut self, remote: SocketAddrV4) -> Result<ConnectionId, ConnectError> {
         if self.session.is_none() {
             return Err(ConnectError::Stopped);

@@ -19,7 +19,7 @@ use crate::session::{Session, TimerOutcome, TrafficCounters};
 use crate::stack::{Stack, TcpBuffers};
 
 /// Handshake messages per second that the shared rate limiter lets through before it
-/// answers with cookie replies, as boringtun's own device sets it. Camwire checks each
+/// replies with cookies, the value of boringtun 0.7.1's own device (`HANDSHAKE_RATE_LIMIT`). Camwire checks each
 /// initiation twice (once to find the peer, once inside `Tunn`), so about half as many
 /// handshakes per second complete before cookies are required.
 const HANDSHAKES_PER_SECOND: u64 = 100;
@@ -43,12 +43,12 @@ pub struct HubCoreConfig {
     pub address: Ipv4Addr,
     /// The network that peer addresses come from.
     pub network: Ipv4Net,
-    /// TCP ports on `address` that accept connections; others answer RST.
+    /// TCP ports on `address` that accept connections. SYNs to other ports get RST.
     pub forward_ports: Vec<u16>,
     pub tcp_buffers: TcpBuffers,
 }
 
-/// Why a peer could not be added.
+/// Error of adding a peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddPeerError {
     #[error("public key {0} is already a peer of this hub")]
@@ -374,7 +374,7 @@ impl HubCore {
         self.events.pop_front()
     }
 
-    /// The next deadline at which `handle_timeout` wants to run, and why.
+    /// Returns the next deadline at which `handle_timeout` wants to run, and its reason.
     pub fn poll_timeout(&mut self, now: Instant) -> Option<(Instant, TimeoutReason)> {
         if self.stopped {
             return None;
@@ -410,7 +410,7 @@ impl HubCore {
     }
 
     /// Finds the peer of a handshake initiation, after the rate limiter checked its
-    /// MAC and load; answers with a cookie reply when the hub is under load.
+    /// MAC and load. Under load it queues a cookie reply instead and returns `None`.
     fn identify_initiator(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<u32> {
         let verified = self
             .rate_limiter

@@ -48,7 +48,7 @@ pub enum Event {
     },
 }
 
-/// Why the core wants to be woken at a deadline.
+/// Reason of a deadline from `poll_timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutReason {
     /// boringtun's timers (handshake retry, rekey, keepalive, expiry) are due for
@@ -72,7 +72,7 @@ fn earliest(
     }
 }
 
-/// Whether `address` is inside one of `networks`.
+/// Checks whether `address` is inside one of `networks`.
 fn is_allowed(networks: &[ipnet::Ipv4Net], address: Ipv4Addr) -> bool {
     networks.iter().any(|network| network.contains(&address))
 }

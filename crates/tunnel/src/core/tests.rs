@@ -23,7 +23,7 @@ enum Loss {
     Both,
 }
 
-/// A client and a hub joined by a lossless (unless told otherwise) network.
+/// A client and a hub joined by a network that loses datagrams only as `loss` sets.
 struct Pair {
     client: ClientCore,
     hub: HubCore,
@@ -366,7 +366,7 @@ mod timers {
         let mut pair = Pair::new();
         pair.run();
         // A SYN to an address without a peer reaches the hub as data that it never
-        // answers, so the hub owes the client a keepalive.
+        // replies to, so the hub owes the client a keepalive.
         pair.client
             .connect(SocketAddrV4::new(Ipv4Addr::new(10, 13, 0, 99), 80))
             .expect("connect is allowed");

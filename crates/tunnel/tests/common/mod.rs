@@ -68,7 +68,7 @@ impl TestHub {
         Self { hub, echo, http }
     }
 
-    /// The configuration that the server would hand a client with `address`.
+    /// Returns the configuration that the server would hand a client with `address`.
     pub fn client_config(&self, address: Ipv4Addr) -> WireguardConfig {
         WireguardConfig {
             address: ipnet::Ipv4Net::new(address, 32).expect("valid prefix"),
@@ -139,7 +139,7 @@ pub async fn echo_server() -> SocketAddr {
     address
 }
 
-/// An HTTP/1.1 responder that answers every request with 200 and [`HTTP_BODY`].
+/// Starts an HTTP/1.1 responder that replies to every request with 200 and [`HTTP_BODY`].
 pub async fn http_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");
