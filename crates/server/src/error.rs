@@ -58,9 +58,8 @@ pub enum Error {
         "method {method} is not allowed on {path}; the Allow header lists the methods it accepts"
     )]
     MethodNotAllowed { method: String, path: String },
-    #[error(
-        "{0}; send the base64 of the device's 32-byte WireGuard public key, as `wg pubkey` prints it"
-    )]
+    /// The message names the value and the expected form.
+    #[error("{0}")]
     InvalidPublicKey(String),
     #[error(
         "this WireGuard public key is already registered by another session; generate a new key pair on the device"

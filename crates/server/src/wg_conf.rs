@@ -24,8 +24,8 @@ use camwire_tunnel::{PrivateKey, PublicKey};
 
 /// First lines of every rendered file.
 const HEADER: &str = "# WireGuard config managed by camwire-server.\n\
-                      # The server rewrites this file from its database on start and on every\n\
-                      # sign-in and sign-out, so manual edits are lost.\n";
+                      # The server rewrites this file from its database on start and whenever\n\
+                      # it allocates or releases an address, so manual edits are lost.\n";
 
 /// Contents of a config file.
 #[derive(Debug, Clone)]

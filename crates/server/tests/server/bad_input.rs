@@ -1,0 +1,358 @@
+//! Bad requests get the JSON error body and change nothing in the database.
+
+use std::time::Duration;
+
+use reqwest::{RequestBuilder, StatusCode};
+
+use camwire_api::LoginResponse;
+use camwire_server::db::unix_now;
+
+use crate::common::{TestServer, expect_error, expect_json, new_public_key};
+
+/// One bad request and the error it must get.
+struct Case {
+    name: &'static str,
+    request: RequestBuilder,
+    status: StatusCode,
+    code: &'static str,
+    /// Text that the message must contain.
+    mentions: &'static str,
+}
+
+#[tokio::test]
+async fn bad_requests_get_errors_and_change_nothing() {
+    let server = TestServer::start().await;
+    let password = server.add_user("alice").await;
+    let token = server.login("alice", &password).await;
+    let http = &server.http;
+    let one_mebibyte = vec![b' '; 1 << 20];
+    let unknown_token = "A".repeat(43);
+
+    let cases = vec![
+        Case {
+            name: "malformed JSON",
+            request: http
+                .post(server.url("/login"))
+                .header("content-type", "application/json")
+                .body(r#"{"username": "alice", "password":"#),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_request",
+            mentions: r#"{"username": "alice", "password": "..."}"#,
+        },
+        Case {
+            name: "wrong field types",
+            request: http
+                .post(server.url("/login"))
+                .json(&serde_json::json!({"username": 5, "password": true})),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_request",
+            mentions: "invalid type",
+        },
+        Case {
+            name: "missing field",
+            request: http.post(server.url("/login")).json(&serde_json::json!({"username": "alice"})),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_request",
+            mentions: "missing field `password`",
+        },
+        Case {
+            name: "missing content type",
+            request: http
+                .post(server.url("/login"))
+                .body(r#"{"username": "alice", "password": "x"}"#),
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            mentions: "Content-Type: application/json",
+        },
+        Case {
+            name: "1 MiB login body",
+            request: http
+                .post(server.url("/login"))
+                .header("content-type", "application/json")
+                .body(one_mebibyte.clone()),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            mentions: "65536 bytes",
+        },
+        Case {
+            name: "1 MiB key body",
+            request: server
+                .authorized(http.post(server.url("/wireguard/config")), &token)
+                .header("content-type", "application/json")
+                .body(one_mebibyte.clone()),
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            mentions: "65536 bytes",
+        },
+        Case {
+            name: "key not base64",
+            request: server
+                .authorized(http.post(server.url("/wireguard/config")), &token)
+                .json(&serde_json::json!({"public_key": "not a key!"})),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_public_key",
+            mentions: "\"not a key!\"",
+        },
+        Case {
+            name: "key of 31 bytes",
+            request: server
+                .authorized(http.post(server.url("/wireguard/config")), &token)
+                .json(&serde_json::json!({"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="})),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_public_key",
+            mentions: "decodes to 31 bytes",
+        },
+        Case {
+            name: "key of 33 bytes",
+            request: server
+                .authorized(http.post(server.url("/wireguard/config")), &token)
+                .json(&serde_json::json!({"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_public_key",
+            mentions: "decodes to 33 bytes",
+        },
+        Case {
+            name: "all-zero key",
+            request: server
+                .authorized(http.post(server.url("/wireguard/config")), &token)
+                .json(&serde_json::json!({"public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="})),
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_public_key",
+            mentions: "zero",
+        },
+        Case {
+            name: "key of wrong type",
+            request: server
+                .authorized(http.post(server.url("/wireguard/config")), &token)
+                .json(&serde_json::json!({"public_key": 42})),
+            status: StatusCode::BAD_REQUEST,
+            code: "malformed_request",
+            mentions: "public_key",
+        },
+        Case {
+            name: "missing Authorization",
+            request: http
+                .post(server.url("/wireguard/config"))
+                .json(&serde_json::json!({"public_key": new_public_key()})),
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            mentions: "missing Authorization header",
+        },
+        Case {
+            name: "Authorization with another scheme",
+            request: http
+                .post(server.url("/wireguard/config"))
+                .header("authorization", format!("Basic {token}"))
+                .json(&serde_json::json!({"public_key": new_public_key()})),
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            mentions: "malformed Authorization header",
+        },
+        Case {
+            name: "Authorization with a short token",
+            request: http.get(server.url("/me")).header("authorization", "Bearer abc"),
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            mentions: "malformed Authorization header",
+        },
+        Case {
+            name: "unknown token",
+            request: server.authorized(http.post(server.url("/logout")), &unknown_token),
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            mentions: "invalid access token",
+        },
+        Case {
+            name: "unknown token on delete",
+            request: server.authorized(http.delete(server.url("/wireguard/config")), &unknown_token),
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            mentions: "invalid access token",
+        },
+        Case {
+            name: "unknown user",
+            request: http
+                .post(server.url("/login"))
+                .json(&serde_json::json!({"username": "mallory", "password": "x"})),
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_credentials",
+            mentions: "invalid user name or password",
+        },
+        Case {
+            name: "wrong password",
+            request: http
+                .post(server.url("/login"))
+                .json(&serde_json::json!({"username": "alice", "password": "wrong"})),
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_credentials",
+            mentions: "invalid user name or password",
+        },
+        Case {
+            name: "unknown route",
+            request: http.get(server.url("/wireguard")),
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            mentions: "GET /wireguard",
+        },
+        Case {
+            name: "wrong method",
+            request: http.put(server.url("/login")),
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            mentions: "PUT",
+        },
+    ];
+
+    let before = server.counts().await;
+
+    for case in cases {
+        let response = case
+            .request
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{}: {error}", case.name));
+        let www_authenticate = response.headers().get("www-authenticate").cloned();
+
+        let message = expect_error(response, case.status, case.code).await;
+
+        assert!(message.contains(case.mentions), "{}: {message}", case.name);
+        if case.status == StatusCode::UNAUTHORIZED {
+            let header =
+                www_authenticate.unwrap_or_else(|| panic!("{}: no WWW-Authenticate", case.name));
+            assert!(
+                header.as_bytes().starts_with(b"Bearer"),
+                "{}: {header:?}",
+                case.name
+            );
+        }
+        assert_eq!(
+            server.counts().await,
+            before,
+            "{} changed the database",
+            case.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_method_lists_allowed_methods() {
+    let server = TestServer::start().await;
+
+    let response = server
+        .http
+        .delete(server.url("/me"))
+        .send()
+        .await
+        .expect("request is sent");
+
+    let allow = response.headers().get("allow").cloned();
+    expect_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    assert!(allow.is_some_and(|value| value.to_str().is_ok_and(|text| text.contains("GET"))));
+}
+
+#[tokio::test]
+async fn expired_token_gets_401_and_keeps_peer() {
+    let server = TestServer::start().await;
+    let password = server.add_user("alice").await;
+    let token = server.login("alice", &password).await;
+    server.register(&token, &new_public_key()).await;
+    sqlx::query("UPDATE sessions SET expires_at = $1")
+        .bind(unix_now() - 1)
+        .execute(server.db().pool())
+        .await
+        .expect("expiry is set");
+    let before = server.counts().await;
+
+    let me = server.get("/me", &token).await;
+    let config = server.get("/wireguard/config", &token).await;
+    let logout = server.logout_response(&token).await;
+
+    let message = expect_error(me, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert!(message.contains("expired"), "{message}");
+    expect_error(config, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    expect_error(logout, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(server.counts().await, before);
+}
+
+#[tokio::test]
+async fn session_ttl_sets_token_expiry() {
+    let server =
+        TestServer::start_with(|config| config.session_ttl = Duration::from_secs(3_600)).await;
+    let password = server.add_user("alice").await;
+
+    let response = server.login_response("alice", &password).await;
+
+    let login: LoginResponse = expect_json(response, StatusCode::OK).await;
+    let lifetime = login.expires_at.timestamp() - unix_now();
+    assert!((3_598..=3_600).contains(&lifetime), "{lifetime}");
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_are_rate_limited() {
+    let server = TestServer::start().await;
+    let password = server.add_user("alice").await;
+
+    for attempt in 0..10 {
+        let response = server.login_response("alice", "wrong").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+
+    // Blocked even with the right password, until the window has passed.
+    let blocked = server.login_response("alice", &password).await;
+
+    let retry_after = blocked
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    expect_error(blocked, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert!(
+        retry_after.is_some_and(|seconds| (1..=60).contains(&seconds)),
+        "{retry_after:?}"
+    );
+    assert_eq!(server.counts().await.sessions, 0);
+}
+
+#[tokio::test]
+async fn failures_from_one_ip_are_rate_limited() {
+    let server = TestServer::start().await;
+    let password = server.add_user("alice").await;
+
+    for index in 0..10 {
+        let response = server.login_response(&format!("guess{index}"), "x").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {index}"
+        );
+    }
+
+    let blocked = server.login_response("alice", &password).await;
+
+    expect_error(blocked, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let server = TestServer::start().await;
+
+    let response = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("request is sent");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.expect("JSON body");
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+}

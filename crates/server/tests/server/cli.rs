@@ -1,0 +1,375 @@
+//! The `camwire-server` binary as a child process: flags, `user add`, `--demo` and logs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+use camwire_api::{LoginResponse, LogoutResponse, Role, WireguardConfig};
+use camwire_server::{ServerConfig, start};
+
+use crate::common::{expect_json, new_public_key};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_camwire-server");
+
+/// Upper bound for a debug build to migrate a new database and bind. It is far above
+/// the time this takes on an idle machine, so that a loaded machine does not fail the test.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn database_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("camwire.db").display())
+}
+
+/// Runs `camwire-server ARGS` to completion with `stdin` as standard input.
+async fn run(arguments: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BINARY)
+        .args(arguments)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("camwire-server starts");
+
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("stdin is writable");
+    drop(input);
+
+    tokio::time::timeout(START_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("camwire-server exits in time")
+        .expect("output is readable")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A `camwire-server serve --demo` child whose logs go to a file.
+struct DemoServer {
+    child: Child,
+    url: String,
+    passwords: HashMap<String, String>,
+    log_path: PathBuf,
+    /// Kept open so that the server never writes into a closed pipe.
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl DemoServer {
+    async fn spawn(dir: &Path) -> Self {
+        let log_path = dir.join(format!("server-{}.log", uuid::Uuid::new_v4()));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let database = database_url(dir);
+
+        let mut child = Command::new(BINARY)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                &database,
+                "--demo",
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("camwire-server starts");
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut passwords = HashMap::new();
+
+        let url = tokio::time::timeout(START_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.expect("stdout is readable") {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    return url.to_owned();
+                }
+
+                let words: Vec<&str> = line.split(' ').collect();
+                match words.as_slice() {
+                    ["demo", "user", name, "password", password] => {
+                        passwords.insert((*name).to_owned(), (*password).to_owned());
+                    }
+                    _ => panic!("unexpected stdout line {line:?}"),
+                }
+            }
+            panic!(
+                "camwire-server exited before listening; log: {}",
+                log_path.display()
+            )
+        })
+        .await
+        .expect("camwire-server listens in time");
+
+        Self {
+            child,
+            url,
+            passwords,
+            log_path,
+            _stdout: lines,
+        }
+    }
+
+    async fn stop(mut self) -> String {
+        self.child.kill().await.expect("child is killed");
+        std::fs::read_to_string(&self.log_path).expect("log is readable")
+    }
+}
+
+#[tokio::test]
+async fn demo_on_public_address_is_rejected() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+
+    let output = run(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--database",
+            &database,
+            "--demo",
+        ],
+        "",
+    )
+    .await;
+
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--demo is only allowed on a loopback address"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("camwire.db").exists(),
+        "nothing is created"
+    );
+}
+
+#[tokio::test]
+async fn user_add_creates_user_who_can_sign_in() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+    let arguments = [
+        "user",
+        "add",
+        "carol",
+        "--database",
+        &database,
+        "--password-stdin",
+        "--display-name",
+        "Carol Ann",
+        "--email",
+        "carol@example.com",
+        "--role",
+        "admin",
+    ];
+
+    let output = run(&arguments, "two words\n").await;
+
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("created user carol (admin)"));
+
+    let mut config = ServerConfig::new(database);
+    config.listen = "127.0.0.1:0".parse().expect("socket address");
+    let server = start(config).await.expect("server starts");
+    let response = reqwest::Client::new()
+        .post(format!("{}/login", server.url()))
+        .json(&serde_json::json!({"username": "carol", "password": "two words"}))
+        .send()
+        .await
+        .expect("request is sent");
+
+    let login: LoginResponse = expect_json(response, StatusCode::OK).await;
+    assert_eq!(login.user.display_name, "Carol Ann");
+    assert_eq!(login.user.email, "carol@example.com");
+    assert_eq!(login.user.role, Role::Admin);
+    server.shutdown().await.expect("server stops");
+}
+
+#[tokio::test]
+async fn user_add_duplicate_name_is_rejected() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+    let arguments = [
+        "user",
+        "add",
+        "carol",
+        "--database",
+        &database,
+        "--password-stdin",
+    ];
+    let first = run(&arguments, "secret\n").await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+
+    let second = run(&arguments, "other\n").await;
+
+    let stderr = text(&second.stderr);
+    assert!(!second.status.success());
+    assert!(stderr.contains("user \"carol\" already exists"), "{stderr}");
+}
+
+#[tokio::test]
+async fn user_add_needs_a_password() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+
+    let without_flag = run(
+        &["user", "add", "carol", "--database", &database],
+        "secret\n",
+    )
+    .await;
+    let empty_stdin = run(
+        &[
+            "user",
+            "add",
+            "carol",
+            "--database",
+            &database,
+            "--password-stdin",
+        ],
+        "",
+    )
+    .await;
+
+    assert!(!without_flag.status.success());
+    assert!(text(&without_flag.stderr).contains("--password-stdin"));
+    assert!(!empty_stdin.status.success());
+    assert!(text(&empty_stdin.stderr).contains("standard input is empty"));
+}
+
+#[tokio::test]
+async fn user_add_rejects_name_with_space() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+
+    let output = run(
+        &[
+            "user",
+            "add",
+            "carol ann",
+            "--database",
+            &database,
+            "--password-stdin",
+        ],
+        "x\n",
+    )
+    .await;
+
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("invalid user name \"carol ann\""));
+}
+
+#[tokio::test]
+async fn demo_logs_contain_ids_not_secrets() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = DemoServer::spawn(dir.path()).await;
+    let http = reqwest::Client::new();
+    let password = server.passwords["alice"].clone();
+    assert_eq!(server.passwords.len(), 3);
+
+    // A whole sign-in, allocation and sign-out.
+    let response = http
+        .post(format!("{}/login", server.url))
+        .json(&serde_json::json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .expect("request is sent");
+    let login: LoginResponse = expect_json(response, StatusCode::OK).await;
+    let token = login.access_token.expose().to_owned();
+    assert_eq!(login.user.display_name, "Alice Liddell");
+    assert_eq!(login.user.email, "alice@example.com");
+
+    let public_key = new_public_key();
+    let response = http
+        .post(format!("{}/wireguard/config", server.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"public_key": public_key}))
+        .send()
+        .await
+        .expect("request is sent");
+    let config: WireguardConfig = expect_json(response, StatusCode::CREATED).await;
+
+    let response = http
+        .post(format!("{}/logout", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request is sent");
+    expect_json::<LogoutResponse>(response, StatusCode::OK).await;
+
+    let server_private_key = std::fs::read_to_string(dir.path().join("wg0.conf"))
+        .expect("config file")
+        .lines()
+        .find_map(|line| line.strip_prefix("PrivateKey = ").map(str::to_owned))
+        .expect("config file has the server key");
+    let log = server.stop().await;
+
+    for (name, secret) in [
+        ("access token", token.as_str()),
+        ("alice's password", password.as_str()),
+        ("device public key", public_key.as_str()),
+        ("server private key", server_private_key.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the log contains the {name}:\n{log}");
+    }
+
+    let user_id = format!("user_id={}", login.user.id);
+    let address = format!("address={}", config.address.addr());
+    let line_with = |message: &str| {
+        log.lines()
+            .find(|line| line.contains(" INFO ") && line.contains(message))
+            .unwrap_or_else(|| panic!("no INFO line {message:?} in:\n{log}"))
+            .to_owned()
+    };
+
+    let signed_in = line_with("signed in");
+    let allocated = line_with("peer allocated");
+    let released = line_with("peer released");
+    let signed_out = line_with("signed out");
+
+    assert!(signed_in.contains(&user_id), "{signed_in}");
+    assert!(signed_in.contains("session_id="), "{signed_in}");
+    assert!(allocated.contains(&user_id), "{allocated}");
+    assert!(allocated.contains(&address), "{allocated}");
+    assert!(allocated.contains("key_fingerprint="), "{allocated}");
+    assert!(released.contains(&address), "{released}");
+    assert!(signed_out.contains(&user_id), "{signed_out}");
+    assert!(signed_out.contains("outcome=\"revoked\""), "{signed_out}");
+}
+
+#[tokio::test]
+async fn demo_passwords_change_on_restart() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let first = DemoServer::spawn(dir.path()).await;
+    let old_password = first.passwords["alice"].clone();
+    first.stop().await;
+
+    let second = DemoServer::spawn(dir.path()).await;
+    let http = reqwest::Client::new();
+    let login = |password: String| {
+        http.post(format!("{}/login", second.url))
+            .json(&serde_json::json!({"username": "alice", "password": password}))
+            .send()
+    };
+
+    let with_old = login(old_password.clone()).await.expect("request is sent");
+    let with_new = login(second.passwords["alice"].clone())
+        .await
+        .expect("request is sent");
+
+    assert_ne!(second.passwords["alice"], old_password);
+    assert_eq!(with_old.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(with_new.status(), StatusCode::OK);
+    second.stop().await;
+}
