@@ -58,12 +58,15 @@ fn process_cpu_seconds() -> f64 {
     };
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // Fields 14 and 15 of proc(5), counted after the ")" that ends field 2.
-    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(f64::NAN) + fields[12].parse::<f64>().unwrap_or(f64::NAN);
+    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(f64::NAN)
+        + fields[12].parse::<f64>().unwrap_or(f64::NAN);
     ticks / 100.0
 }
 
 async fn sink_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -82,7 +85,9 @@ async fn sink_server() -> SocketAddr {
 }
 
 async fn source_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -110,24 +115,33 @@ async fn measure(direction: Direction, upload: SocketAddr, download: SocketAddr)
     let bytes = match direction {
         Direction::Upload => {
             let before = SINK_BYTES.load(Ordering::Relaxed);
-            let mut stream = TcpStream::connect(upload).await.expect("upload path accepts");
+            let mut stream = TcpStream::connect(upload)
+                .await
+                .expect("upload path accepts");
             let _ = stream.set_nodelay(true);
             let chunk = vec![0xa5u8; CHUNK];
             let mut written = 0u64;
             while started.elapsed() < TRANSFER_TIME {
-                stream.write_all(&chunk).await.expect("upload write succeeds");
+                stream
+                    .write_all(&chunk)
+                    .await
+                    .expect("upload write succeeds");
                 written += CHUNK as u64;
             }
             let _ = stream.shutdown().await;
             // Wait until the sink has everything, or the drain limit passed.
             let drain_deadline = Instant::now() + DRAIN_LIMIT;
-            while SINK_BYTES.load(Ordering::Relaxed) - before < written && Instant::now() < drain_deadline {
+            while SINK_BYTES.load(Ordering::Relaxed) - before < written
+                && Instant::now() < drain_deadline
+            {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             SINK_BYTES.load(Ordering::Relaxed) - before
         }
         Direction::Download => {
-            let mut stream = TcpStream::connect(download).await.expect("download path accepts");
+            let mut stream = TcpStream::connect(download)
+                .await
+                .expect("download path accepts");
             let mut buffer = vec![0u8; CHUNK];
             let mut total = 0u64;
             let limit = started + TRANSFER_TIME + DRAIN_LIMIT;
@@ -199,7 +213,8 @@ async fn delay_relay(hub: SocketAddr, one_way: Duration) -> SocketAddr {
 }
 
 fn bind_udp() -> UdpSocket {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("UDP socket");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+        .expect("UDP socket");
     let _ = socket.set_recv_buffer_size(8 << 20);
     let _ = socket.set_send_buffer_size(8 << 20);
     socket.set_nonblocking(true).expect("non-blocking");
@@ -253,14 +268,25 @@ fn free_local_port() -> u16 {
 async fn run_camwire(hub: &Hub, endpoint: SocketAddr, host: u8) -> (Measurement, Measurement) {
     let key = PrivateKey::generate();
     let address = Ipv4Addr::new(10, 13, 0, host);
-    hub.add_peer(key.public_key(), address).expect("peer is new");
-    let tunnel = Tunnel::start(&client_config(hub, endpoint, address), key.clone(), TunnelOptions::default())
-        .await
-        .expect("tunnel starts");
+    hub.add_peer(key.public_key(), address)
+        .expect("peer is new");
+    let tunnel = Tunnel::start(
+        &client_config(hub, endpoint, address),
+        key.clone(),
+        TunnelOptions::default(),
+    )
+    .await
+    .expect("tunnel starts");
     wait_connected(&tunnel).await;
     let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-    let upload = tunnel.forward(any, SocketAddrV4::new(HUB_ADDRESS, SINK_PORT)).await.expect("forward");
-    let download = tunnel.forward(any, SocketAddrV4::new(HUB_ADDRESS, SOURCE_PORT)).await.expect("forward");
+    let upload = tunnel
+        .forward(any, SocketAddrV4::new(HUB_ADDRESS, SINK_PORT))
+        .await
+        .expect("forward");
+    let download = tunnel
+        .forward(any, SocketAddrV4::new(HUB_ADDRESS, SOURCE_PORT))
+        .await
+        .expect("forward");
 
     let up = measure(Direction::Upload, upload, download).await;
     let down = measure(Direction::Download, upload, download).await;
@@ -271,15 +297,23 @@ async fn run_camwire(hub: &Hub, endpoint: SocketAddr, host: u8) -> (Measurement,
 }
 
 /// Measures both directions through onetun whose endpoint is `endpoint`.
-async fn run_onetun(onetun: &PathBuf, hub: &Hub, endpoint: SocketAddr, host: u8) -> (Measurement, Measurement) {
+async fn run_onetun(
+    onetun: &PathBuf,
+    hub: &Hub,
+    endpoint: SocketAddr,
+    host: u8,
+) -> (Measurement, Measurement) {
     let key = PrivateKey::generate();
     let address = Ipv4Addr::new(10, 13, 0, host);
-    hub.add_peer(key.public_key(), address).expect("peer is new");
+    hub.add_peer(key.public_key(), address)
+        .expect("peer is new");
     let upload_port = free_local_port();
     let download_port = free_local_port();
     let mut child = tokio::process::Command::new(onetun)
         .arg(format!("127.0.0.1:{upload_port}:{HUB_ADDRESS}:{SINK_PORT}"))
-        .arg(format!("127.0.0.1:{download_port}:{HUB_ADDRESS}:{SOURCE_PORT}"))
+        .arg(format!(
+            "127.0.0.1:{download_port}:{HUB_ADDRESS}:{SOURCE_PORT}"
+        ))
         .args(["--endpoint-addr", &endpoint.to_string()])
         .args(["--endpoint-public-key", &hub.public_key().to_base64()])
         .args(["--private-key", key.to_base64().as_str()])
@@ -291,14 +325,32 @@ async fn run_onetun(onetun: &PathBuf, hub: &Hub, endpoint: SocketAddr, host: u8)
         .spawn()
         .expect("onetun starts");
 
-    // onetun handshakes on start; wait for the hub to see it.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while hub.peers().iter().all(|peer| peer.public_key != key.public_key() || peer.last_handshake.is_none()) {
-        assert!(Instant::now() < deadline, "onetun did not complete a handshake");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // onetun handshakes only once a connection needs the tunnel, so a one-byte
+    // connection to the sink starts it.
     let upload = SocketAddr::from((Ipv4Addr::LOCALHOST, upload_port));
     let download = SocketAddr::from((Ipv4Addr::LOCALHOST, download_port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probe = loop {
+        if let Ok(stream) = TcpStream::connect(upload).await {
+            break stream;
+        }
+        assert!(Instant::now() < deadline, "onetun did not listen");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = probe.write_all(b"x").await;
+    while hub
+        .peers()
+        .iter()
+        .all(|peer| peer.public_key != key.public_key() || peer.last_handshake.is_none())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "onetun did not complete a handshake"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(probe);
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let up = measure(Direction::Upload, upload, download).await;
     let down = measure(Direction::Download, upload, download).await;
@@ -313,11 +365,16 @@ async fn handshake_median(hub: &Hub) -> Duration {
     for sample in 0..HANDSHAKE_SAMPLES {
         let key = PrivateKey::generate();
         let address = Ipv4Addr::new(10, 13, 1, sample as u8 + 1);
-        hub.add_peer(key.public_key(), address).expect("peer is new");
+        hub.add_peer(key.public_key(), address)
+            .expect("peer is new");
         let started = Instant::now();
-        let tunnel = Tunnel::start(&client_config(hub, hub.local_addr(), address), key.clone(), TunnelOptions::default())
-            .await
-            .expect("tunnel starts");
+        let tunnel = Tunnel::start(
+            &client_config(hub, hub.local_addr(), address),
+            key.clone(),
+            TunnelOptions::default(),
+        )
+        .await
+        .expect("tunnel starts");
         wait_connected(&tunnel).await;
         samples.push(started.elapsed());
         tunnel.shutdown().await;
@@ -331,7 +388,10 @@ fn row(label: &str, result: Option<&(Measurement, Measurement)>, with_cpu: bool)
     match result {
         Some((up, down)) if with_cpu => println!(
             "| {label} | {:.0} | {:.0} | {:.1} | {:.1} |",
-            up.mbit_per_second, down.mbit_per_second, up.cpu_seconds_per_gigabyte, down.cpu_seconds_per_gigabyte
+            up.mbit_per_second,
+            down.mbit_per_second,
+            up.cpu_seconds_per_gigabyte,
+            down.cpu_seconds_per_gigabyte
         ),
         Some((up, down)) => println!(
             "| {label} | {:.0} | {:.0} | | |",
@@ -351,8 +411,14 @@ async fn main() {
         HUB_ADDRESS,
         "10.13.0.0/16".parse().expect("valid network"),
         vec![
-            Forward { port: SINK_PORT, target: sink },
-            Forward { port: SOURCE_PORT, target: source },
+            Forward {
+                port: SINK_PORT,
+                target: sink,
+            },
+            Forward {
+                port: SOURCE_PORT,
+                target: source,
+            },
         ],
     ))
     .await
@@ -388,7 +454,10 @@ async fn main() {
     let handshake = handshake_median(&hub).await;
 
     println!();
-    println!("Transfers of {} s each way; goodput at the receiver; CPU is the whole bench process", TRANSFER_TIME.as_secs());
+    println!(
+        "Transfers of {} s each way; goodput at the receiver; CPU is the whole bench process",
+        TRANSFER_TIME.as_secs()
+    );
     println!("(tunnel, hub and both TCP endpoints) per GB moved.");
     println!();
     println!("| path | upload Mbit/s | download Mbit/s | upload CPU s/GB | download CPU s/GB |");
@@ -396,13 +465,24 @@ async fn main() {
     row("(a) plain loopback TCP", Some(&plain), true);
     row("(b) Camwire tunnel -> hub -> forward", Some(&camwire), true);
     row("(c) onetun -> hub -> forward", onetun_result.as_ref(), true);
-    row("(b) Camwire, 20 ms added RTT", Some(&camwire_delayed), false);
-    row("(c) onetun, 20 ms added RTT", onetun_delayed.as_ref(), false);
+    row(
+        "(b) Camwire, 20 ms added RTT",
+        Some(&camwire_delayed),
+        false,
+    );
+    row(
+        "(c) onetun, 20 ms added RTT",
+        onetun_delayed.as_ref(),
+        false,
+    );
     println!();
     if onetun.is_none() {
         println!("onetun was not found, so its rows are n/a.");
     }
-    println!("Handshake time (Tunnel::start to connected, median of {HANDSHAKE_SAMPLES}): {:.2} ms", handshake.as_secs_f64() * 1e3);
+    println!(
+        "Handshake time (Tunnel::start to connected, median of {HANDSHAKE_SAMPLES}): {:.2} ms",
+        handshake.as_secs_f64() * 1e3
+    );
 
     hub.shutdown().await;
 }

@@ -154,10 +154,13 @@ impl ReceiveBatch {
     }
 
     fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.datagrams.iter().enumerate().map(|(slot, (source, len))| {
-            let start = slot * DATAGRAM_ROOM;
-            (*source, &self.buffer[start..start + len])
-        })
+        self.datagrams
+            .iter()
+            .enumerate()
+            .map(|(slot, (source, len))| {
+                let start = slot * DATAGRAM_ROOM;
+                (*source, &self.buffer[start..start + len])
+            })
     }
 }
 

@@ -114,7 +114,10 @@ pub struct HubStats {
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error("failed to bind the hub's UDP socket on {address}: {source}")]
-    Bind { address: SocketAddr, source: io::Error },
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
     #[error("hub address {address} is outside its network {network}")]
     AddressOutsideNetwork { address: Ipv4Addr, network: Ipv4Net },
     #[error("forwarded port 0 is invalid; use a TCP port from 1 to 65535")]
@@ -289,7 +292,11 @@ impl Hub {
         let _ = self.lifetime.stop.send(true);
         self.shared.lock().stop();
         let report = self.lifetime.tasks.shutdown(SHUTDOWN_TIMEOUT).await;
-        tracing::info!(ended = report.ended, aborted = report.aborted, "WireGuard hub stopped");
+        tracing::info!(
+            ended = report.ended,
+            aborted = report.aborted,
+            "WireGuard hub stopped"
+        );
         report
     }
 }
@@ -369,9 +376,12 @@ async fn forward(shared: Arc<Shared<HubCore>>, connection: ConnectionId, target:
     let _ = local.set_nodelay(true);
 
     let result =
-        tokio::io::copy_bidirectional_with_sizes(&mut tunnel, &mut local, COPY_BUFFER, COPY_BUFFER).await;
+        tokio::io::copy_bidirectional_with_sizes(&mut tunnel, &mut local, COPY_BUFFER, COPY_BUFFER)
+            .await;
     match result {
-        Ok((received, sent)) => tracing::debug!(%target, received, sent, "forwarded connection closed"),
+        Ok((received, sent)) => {
+            tracing::debug!(%target, received, sent, "forwarded connection closed")
+        }
         Err(error) => tracing::debug!(%target, %error, "forwarded connection failed"),
     }
 }

@@ -107,7 +107,10 @@ mod tests {
 
     #[test]
     fn generated_keys_differ() {
-        assert_ne!(PrivateKey::generate().public_key(), PrivateKey::generate().public_key());
+        assert_ne!(
+            PrivateKey::generate().public_key(),
+            PrivateKey::generate().public_key()
+        );
     }
 
     #[test]

@@ -52,9 +52,15 @@ const TRANSPORT_DATA_MIN_LEN: usize = 32;
 pub enum MessageKind {
     HandshakeInitiation,
     /// A message addressed to one of our sessions by its receiver index.
-    HandshakeResponse { receiver_index: u32 },
-    CookieReply { receiver_index: u32 },
-    TransportData { receiver_index: u32 },
+    HandshakeResponse {
+        receiver_index: u32,
+    },
+    CookieReply {
+        receiver_index: u32,
+    },
+    TransportData {
+        receiver_index: u32,
+    },
 }
 
 impl MessageKind {
@@ -98,12 +104,18 @@ impl MessageKind {
 /// Returns whether `datagram` is a handshake response, the message that completes a
 /// handshake on the responder's side.
 pub fn is_handshake_response(datagram: &[u8]) -> bool {
-    matches!(MessageKind::parse(datagram), Some(MessageKind::HandshakeResponse { .. }))
+    matches!(
+        MessageKind::parse(datagram),
+        Some(MessageKind::HandshakeResponse { .. })
+    )
 }
 
 /// Returns whether `datagram` is a cookie reply (sent to a peer under load).
 pub fn is_cookie_reply(datagram: &[u8]) -> bool {
-    matches!(MessageKind::parse(datagram), Some(MessageKind::CookieReply { .. }))
+    matches!(
+        MessageKind::parse(datagram),
+        Some(MessageKind::CookieReply { .. })
+    )
 }
 
 /// Source and destination of an IPv4 packet, or `None` when it is not one.
@@ -127,7 +139,10 @@ mod tests {
         let mut initiation = vec![0u8; HANDSHAKE_INITIATION_LEN];
         initiation[0] = 1;
 
-        assert_eq!(MessageKind::parse(&initiation), Some(MessageKind::HandshakeInitiation));
+        assert_eq!(
+            MessageKind::parse(&initiation),
+            Some(MessageKind::HandshakeInitiation)
+        );
         assert_eq!(MessageKind::parse(&initiation[..100]), None);
         assert_eq!(MessageKind::parse(&initiation[..3]), None);
         assert_eq!(MessageKind::parse(&[]), None);
@@ -144,7 +159,9 @@ mod tests {
 
         assert_eq!(
             MessageKind::parse(&response),
-            Some(MessageKind::HandshakeResponse { receiver_index: 0x0102_0304 })
+            Some(MessageKind::HandshakeResponse {
+                receiver_index: 0x0102_0304
+            })
         );
         assert_eq!(
             MessageKind::parse(&data),

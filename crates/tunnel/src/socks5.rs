@@ -60,7 +60,9 @@ where
         stream.write_all(&[VERSION, METHOD_NONE_ACCEPTABLE]).await?;
         return Err(NegotiationError::NoAcceptableMethod);
     }
-    stream.write_all(&[VERSION, METHOD_NO_AUTHENTICATION]).await?;
+    stream
+        .write_all(&[VERSION, METHOD_NO_AUTHENTICATION])
+        .await?;
 
     let mut request = [0u8; 4];
     stream.read_exact(&mut request).await?;
@@ -118,13 +120,19 @@ mod tests {
 
     async fn run(request: &[u8]) -> (Result<SocketAddrV4, NegotiationError>, Vec<u8>) {
         let (mut client, mut server) = tokio::io::duplex(1024);
-        client.write_all(request).await.expect("duplex accepts the request");
+        client
+            .write_all(request)
+            .await
+            .expect("duplex accepts the request");
         drop(client.shutdown().await);
 
         let result = negotiate(&mut server).await;
         drop(server);
         let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.expect("duplex returns the answer");
+        client
+            .read_to_end(&mut answer)
+            .await
+            .expect("duplex returns the answer");
         (result, answer)
     }
 
@@ -134,7 +142,10 @@ mod tests {
 
         let (result, answer) = run(&request).await;
 
-        assert_eq!(result.expect("valid request"), "10.13.0.1:80".parse().expect("valid address"));
+        assert_eq!(
+            result.expect("valid request"),
+            "10.13.0.1:80".parse().expect("valid address")
+        );
         assert_eq!(answer, [5, 0]);
     }
 
@@ -152,7 +163,10 @@ mod tests {
 
         let (result, answer) = run(&request).await;
 
-        assert!(matches!(result, Err(NegotiationError::Rejected(Reply::CommandNotSupported))));
+        assert!(matches!(
+            result,
+            Err(NegotiationError::Rejected(Reply::CommandNotSupported))
+        ));
         assert_eq!(answer[2..4], [5, 7]);
     }
 
@@ -164,7 +178,10 @@ mod tests {
 
         let (result, answer) = run(&request).await;
 
-        assert!(matches!(result, Err(NegotiationError::Rejected(Reply::AddressTypeNotSupported))));
+        assert!(matches!(
+            result,
+            Err(NegotiationError::Rejected(Reply::AddressTypeNotSupported))
+        ));
         assert_eq!(answer[2..4], [5, 8]);
     }
 
@@ -176,7 +193,10 @@ mod tests {
 
         let (result, answer) = run(&request).await;
 
-        assert!(matches!(result, Err(NegotiationError::Rejected(Reply::AddressTypeNotSupported))));
+        assert!(matches!(
+            result,
+            Err(NegotiationError::Rejected(Reply::AddressTypeNotSupported))
+        ));
         assert_eq!(answer[2..4], [5, 8]);
     }
 

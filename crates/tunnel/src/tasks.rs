@@ -125,6 +125,9 @@ impl TaskSet {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Handles> {
-        self.inner.handles.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }

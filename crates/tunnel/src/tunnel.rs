@@ -75,19 +75,31 @@ pub enum TunnelError {
     #[error("WireGuard endpoint {0:?} resolved to no address")]
     EndpointNotFound(String),
     #[error("failed to bind the tunnel's UDP socket on {address}: {source}")]
-    BindUdp { address: SocketAddr, source: io::Error },
+    BindUdp {
+        address: SocketAddr,
+        source: io::Error,
+    },
     #[error("failed to listen on {address}: {source}")]
-    Listen { address: SocketAddr, source: io::Error },
+    Listen {
+        address: SocketAddr,
+        source: io::Error,
+    },
     #[error("address {0} is outside the tunnel's allowed IPs")]
     NotAllowed(SocketAddrV4),
     #[error("connection to {0} through the tunnel was refused or reset")]
     ConnectionRefused(SocketAddrV4),
     #[error("connection to {address} through the tunnel timed out after {timeout:?}")]
-    ConnectTimedOut { address: SocketAddrV4, timeout: Duration },
+    ConnectTimedOut {
+        address: SocketAddrV4,
+        timeout: Duration,
+    },
     #[error("the tunnel is stopped")]
     Stopped,
     #[error("the tunnel's TCP stack rejected the connection to {address}: {reason}")]
-    Stack { address: SocketAddrV4, reason: String },
+    Stack {
+        address: SocketAddrV4,
+        reason: String,
+    },
 }
 
 /// State that the tunnel's tasks share.
@@ -162,7 +174,11 @@ impl Tunnel {
 
         let peer = server_public_key.fingerprint();
         tracing::info!(%peer, %endpoint, address = %config.address, "tunnel started");
-        context.tasks.spawn(drive(shared, socket, stop, move |event| log_event(&peer, event)));
+        context
+            .tasks
+            .spawn(drive(shared, socket, stop, move |event| {
+                log_event(&peer, event)
+            }));
 
         Ok(Tunnel {
             context,
@@ -280,17 +296,20 @@ impl std::fmt::Debug for Tunnel {
 impl Context {
     fn is_allowed(&self, remote: SocketAddrV4) -> bool {
         let core = self.shared.lock();
-        core.allowed_ips().iter().any(|network| network.contains(remote.ip()))
+        core.allowed_ips()
+            .iter()
+            .any(|network| network.contains(remote.ip()))
     }
 }
 
 async fn resolve(endpoint: &str) -> Result<SocketAddr, TunnelError> {
-    let mut addresses = tokio::net::lookup_host(endpoint).await.map_err(|source| {
-        TunnelError::ResolveEndpoint {
-            endpoint: endpoint.to_owned(),
-            source,
-        }
-    })?;
+    let mut addresses =
+        tokio::net::lookup_host(endpoint)
+            .await
+            .map_err(|source| TunnelError::ResolveEndpoint {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
     addresses
         .next()
         .ok_or_else(|| TunnelError::EndpointNotFound(endpoint.to_owned()))
@@ -330,7 +349,9 @@ async fn dial(context: &Context, remote: SocketAddrV4) -> Result<TunnelStream, T
         let stack = core.stack();
         match stack.connect_progress(id) {
             ConnectProgress::Established => std::task::Poll::Ready(Ok(())),
-            ConnectProgress::Failed => std::task::Poll::Ready(Err(TunnelError::ConnectionRefused(remote))),
+            ConnectProgress::Failed => {
+                std::task::Poll::Ready(Err(TunnelError::ConnectionRefused(remote)))
+            }
             ConnectProgress::Connecting => {
                 stack.register_send_waker(id, task.waker());
                 std::task::Poll::Pending
@@ -426,9 +447,12 @@ async fn socks5_connection(context: Arc<Context>, mut local: TcpStream) {
 }
 
 async fn copy_both_ways(local: &mut TcpStream, tunnel: &mut TunnelStream, remote: SocketAddrV4) {
-    let result = tokio::io::copy_bidirectional_with_sizes(local, tunnel, COPY_BUFFER, COPY_BUFFER).await;
+    let result =
+        tokio::io::copy_bidirectional_with_sizes(local, tunnel, COPY_BUFFER, COPY_BUFFER).await;
     match result {
-        Ok((sent, received)) => tracing::debug!(%remote, sent, received, "forwarded connection closed"),
+        Ok((sent, received)) => {
+            tracing::debug!(%remote, sent, received, "forwarded connection closed")
+        }
         Err(error) => tracing::debug!(%remote, %error, "forwarded connection failed"),
     }
 }

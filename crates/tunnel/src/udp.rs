@@ -16,7 +16,11 @@ pub const DEFAULT_UDP_BUFFER_SIZE: usize = 8 << 20;
 
 /// Binds a non-blocking UDP socket with large kernel buffers.
 pub(crate) fn bind(address: SocketAddr, buffer_size: usize) -> io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     if address.is_ipv6() {
         // Accept IPv4-mapped peers too when bound to [::].
         let _ = socket.set_only_v6(false);

@@ -35,7 +35,11 @@ fn junk_datagrams() -> Vec<Vec<u8>> {
             if let Some(first) = datagram.first_mut() {
                 *first = message_type;
             }
-            datagram.iter_mut().skip(1).take(3).for_each(|byte| *byte = 0);
+            datagram
+                .iter_mut()
+                .skip(1)
+                .take(3)
+                .for_each(|byte| *byte = 0);
             datagrams.push(datagram);
         }
     }
@@ -44,7 +48,14 @@ fn junk_datagrams() -> Vec<Vec<u8>> {
 
 fn handshake_initiation(hub_key: PublicKey) -> Vec<u8> {
     let flooder = PrivateKey::generate();
-    let mut tunn = Tunn::new(flooder.as_x25519().clone(), hub_key.as_x25519(), None, None, 1, None);
+    let mut tunn = Tunn::new(
+        flooder.as_x25519().clone(),
+        hub_key.as_x25519(),
+        None,
+        None,
+        1,
+        None,
+    );
     let mut buffer = vec![0u8; 2048];
     match tunn.format_handshake_initiation(&mut buffer, false) {
         TunnResult::WriteToNetwork(initiation) => initiation.to_vec(),
@@ -59,8 +70,12 @@ async fn junk_changes_nothing_but_junk_counter() {
     let mut config = hub.client_config(client_address(2));
     config.persistent_keepalive = 0;
     let key = PrivateKey::generate();
-    hub.hub.add_peer(key.public_key(), client_address(2)).expect("peer is new");
-    let tunnel = Tunnel::start(&config, key, TunnelOptions::default()).await.expect("tunnel starts");
+    hub.hub
+        .add_peer(key.public_key(), client_address(2))
+        .expect("peer is new");
+    let tunnel = Tunnel::start(&config, key, TunnelOptions::default())
+        .await
+        .expect("tunnel starts");
     wait_connected(&tunnel).await;
     // Let the handshake's keepalive and any queued packet settle.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -68,26 +83,47 @@ async fn junk_changes_nothing_but_junk_counter() {
     let stats_before = hub.hub.stats();
     let junk = junk_datagrams();
 
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind on loopback");
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
     for datagram in &junk {
-        socket.send_to(datagram, hub.hub.local_addr()).await.expect("send on loopback");
+        socket
+            .send_to(datagram, hub.hub.local_addr())
+            .await
+            .expect("send on loopback");
     }
     let expected = stats_before.junk_datagrams + junk.len() as u64;
-    let counted = wait_until(Duration::from_secs(5), || hub.hub.stats().junk_datagrams == expected).await;
+    let counted = wait_until(Duration::from_secs(5), || {
+        hub.hub.stats().junk_datagrams == expected
+    })
+    .await;
 
     let stats_after = hub.hub.stats();
-    assert!(counted, "junk counter is {}, expected {expected}", stats_after.junk_datagrams);
+    assert!(
+        counted,
+        "junk counter is {}, expected {expected}",
+        stats_after.junk_datagrams
+    );
     assert_eq!(hub.hub.peers(), peers_before);
     assert_eq!(stats_after.handshakes, stats_before.handshakes);
     assert_eq!(stats_after.cookies_sent, stats_before.cookies_sent);
-    assert_eq!(stats_after.rejected_source_packets, stats_before.rejected_source_packets);
-    assert_eq!(stats_after.unknown_key_handshakes, stats_before.unknown_key_handshakes);
+    assert_eq!(
+        stats_after.rejected_source_packets,
+        stats_before.rejected_source_packets
+    );
+    assert_eq!(
+        stats_after.unknown_key_handshakes,
+        stats_before.unknown_key_handshakes
+    );
     assert_eq!(stats_after.peers, 1);
     let mut answer = [0u8; 1];
     let answered = tokio::time::timeout(Duration::from_millis(200), socket.recv(&mut answer)).await;
     assert!(answered.is_err(), "the hub answered junk");
 
-    let mut stream = tunnel.dial(echo_target()).await.expect("dial succeeds after junk");
+    let mut stream = tunnel
+        .dial(echo_target())
+        .await
+        .expect("dial succeeds after junk");
     stream.write_all(b"alive").await.expect("write succeeds");
     let mut echoed = [0u8; 5];
     stream.read_exact(&mut echoed).await.expect("echo arrives");
@@ -98,11 +134,15 @@ async fn junk_changes_nothing_but_junk_counter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_flood_gets_cookies_and_client_connects() {
     let hub = TestHub::start().await;
-    let initiations: Vec<Vec<u8>> = (0..200).map(|_| handshake_initiation(hub.hub.public_key())).collect();
+    let initiations: Vec<Vec<u8>> = (0..200)
+        .map(|_| handshake_initiation(hub.hub.public_key()))
+        .collect();
     let hub_address: SocketAddr = hub.hub.local_addr();
     let (stop_flood, mut flood_stopped) = tokio::sync::watch::channel(false);
     let flood = tokio::spawn(async move {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind on loopback");
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind on loopback");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut sent = 0u64;
         // About 2000 initiations per second, bounded in time.
@@ -119,10 +159,16 @@ async fn handshake_flood_gets_cookies_and_client_connects() {
     assert!(under_load, "the flood drew no cookie replies");
 
     let key = PrivateKey::generate();
-    hub.hub.add_peer(key.public_key(), client_address(2)).expect("peer is new");
-    let tunnel = Tunnel::start(&hub.client_config(client_address(2)), key, TunnelOptions::default())
-        .await
-        .expect("tunnel starts");
+    hub.hub
+        .add_peer(key.public_key(), client_address(2))
+        .expect("peer is new");
+    let tunnel = Tunnel::start(
+        &hub.client_config(client_address(2)),
+        key,
+        TunnelOptions::default(),
+    )
+    .await
+    .expect("tunnel starts");
     // A client that got a cookie retries after REKEY_TIMEOUT (5 s) with the cookie's MAC.
     let connected = wait_until(Duration::from_secs(20), || {
         tunnel.stats().state == camwire_tunnel::TunnelState::Connected

@@ -44,7 +44,10 @@ async fn onetun_client_reaches_http_target() {
     init_tracing();
     let Some(onetun) = find_onetun() else {
         let required = std::env::var("CAMWIRE_REQUIRE_ONETUN").is_ok_and(|value| value == "1");
-        assert!(!required, "onetun is required (CAMWIRE_REQUIRE_ONETUN=1) but was not found");
+        assert!(
+            !required,
+            "onetun is required (CAMWIRE_REQUIRE_ONETUN=1) but was not found"
+        );
         println!(
             "SKIPPED onetun_client_reaches_http_target: onetun not found; install it with \
              `cargo install onetun --version ^0.3 --locked --root target/tools`"
@@ -53,7 +56,9 @@ async fn onetun_client_reaches_http_target() {
     };
     let hub = TestHub::start().await;
     let key = PrivateKey::generate();
-    hub.hub.add_peer(key.public_key(), client_address(9)).expect("peer is new");
+    hub.hub
+        .add_peer(key.public_key(), client_address(9))
+        .expect("peer is new");
     let port = free_local_port();
 
     let mut child = Command::new(&onetun)
@@ -82,7 +87,10 @@ async fn onetun_client_reaches_http_target() {
     }
     let _ = child.kill().await;
 
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "response: {response:?}");
+    assert!(
+        response.starts_with("HTTP/1.1 200 OK"),
+        "response: {response:?}"
+    );
     assert!(response.ends_with(HTTP_BODY), "response: {response:?}");
     let peers = hub.hub.peers();
     assert!(peers[0].last_handshake.is_some());

@@ -26,7 +26,9 @@ async fn echo_once(tunnel: &Tunnel, message: &[u8]) -> Vec<u8> {
 async fn removed_peer_session_stops_at_once() {
     init_tracing();
     let hub = TestHub::start().await;
-    let (tunnel, key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
+    let (tunnel, key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
     let mut stream = tunnel.dial(echo_target()).await.expect("dial succeeds");
     stream.write_all(b"before").await.expect("write succeeds");
     let mut echoed = [0u8; 6];
@@ -35,33 +37,55 @@ async fn removed_peer_session_stops_at_once() {
     let junk_before = hub.hub.stats().junk_datagrams;
 
     assert!(hub.hub.remove_peer(&key.public_key()));
-    stream.write_all(b"after").await.expect("write is buffered locally");
+    stream
+        .write_all(b"after")
+        .await
+        .expect("write is buffered locally");
     let mut more = [0u8; 5];
     let read = tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut more)).await;
 
     assert!(read.is_err(), "data still flows after removal: {read:?}");
     assert!(hub.hub.peers().is_empty());
     assert_eq!(hub.hub.stats().connections, 0);
-    assert!(hub.hub.stats().junk_datagrams > junk_before, "datagrams of the removed session were not dropped");
-    assert!(!hub.hub.remove_peer(&key.public_key()), "second removal reports a peer");
+    assert!(
+        hub.hub.stats().junk_datagrams > junk_before,
+        "datagrams of the removed session were not dropped"
+    );
+    assert!(
+        !hub.hub.remove_peer(&key.public_key()),
+        "second removal reports a peer"
+    );
     tunnel.shutdown().await;
 }
 
 #[tokio::test]
 async fn removed_key_gets_no_handshake_answer() {
     let hub = TestHub::start().await;
-    let (tunnel, key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
+    let (tunnel, key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
     tunnel.shutdown().await;
     assert!(hub.hub.remove_peer(&key.public_key()));
 
-    let again = Tunnel::start(&hub.client_config(client_address(2)), key, TunnelOptions::default())
-        .await
-        .expect("tunnel starts");
-    let answered = wait_until(Duration::from_secs(2), || again.stats().state == TunnelState::Connected).await;
+    let again = Tunnel::start(
+        &hub.client_config(client_address(2)),
+        key,
+        TunnelOptions::default(),
+    )
+    .await
+    .expect("tunnel starts");
+    let answered = wait_until(Duration::from_secs(2), || {
+        again.stats().state == TunnelState::Connected
+    })
+    .await;
 
     assert!(!answered, "a removed key completed a handshake");
     assert!(hub.hub.stats().unknown_key_handshakes >= 1);
-    assert_eq!(again.stats().rx_packets, 0, "the hub answered a removed key");
+    assert_eq!(
+        again.stats().rx_packets,
+        0,
+        "the hub answered a removed key"
+    );
     again.shutdown().await;
 }
 
@@ -69,16 +93,23 @@ async fn removed_key_gets_no_handshake_answer() {
 async fn add_peer_rejects_duplicates() {
     let hub = TestHub::start().await;
     let key = camwire_tunnel::PrivateKey::generate().public_key();
-    hub.hub.add_peer(key, client_address(2)).expect("first peer is new");
+    hub.hub
+        .add_peer(key, client_address(2))
+        .expect("first peer is new");
 
     let same_key = hub.hub.add_peer(key, client_address(3));
-    let same_address = hub
-        .hub
-        .add_peer(camwire_tunnel::PrivateKey::generate().public_key(), client_address(2));
-    let outside = hub
-        .hub
-        .add_peer(camwire_tunnel::PrivateKey::generate().public_key(), "10.14.0.2".parse().expect("valid address"));
-    let hub_address = hub.hub.add_peer(camwire_tunnel::PrivateKey::generate().public_key(), HUB_ADDRESS);
+    let same_address = hub.hub.add_peer(
+        camwire_tunnel::PrivateKey::generate().public_key(),
+        client_address(2),
+    );
+    let outside = hub.hub.add_peer(
+        camwire_tunnel::PrivateKey::generate().public_key(),
+        "10.14.0.2".parse().expect("valid address"),
+    );
+    let hub_address = hub.hub.add_peer(
+        camwire_tunnel::PrivateKey::generate().public_key(),
+        HUB_ADDRESS,
+    );
 
     assert!(same_key.is_err());
     assert!(same_address.is_err());
@@ -90,8 +121,12 @@ async fn add_peer_rejects_duplicates() {
 #[tokio::test]
 async fn second_client_unaffected_by_first_leaving() {
     let hub = TestHub::start().await;
-    let (first, first_key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
-    let (second, second_key) = hub.connect_client(client_address(3), TunnelOptions::default()).await;
+    let (first, first_key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
+    let (second, second_key) = hub
+        .connect_client(client_address(3), TunnelOptions::default())
+        .await;
     assert_eq!(echo_once(&first, b"first").await, b"first");
     assert_eq!(echo_once(&second, b"second").await, b"second");
     let second_before = hub
@@ -111,12 +146,18 @@ async fn second_client_unaffected_by_first_leaving() {
     let second_after = &peers[0];
     assert_eq!(second_after.public_key, second_key.public_key());
     assert_eq!(second_after.address, client_address(3));
-    assert_eq!(second_after.last_handshake, second_before.last_handshake, "second peer had to handshake again");
+    assert_eq!(
+        second_after.last_handshake, second_before.last_handshake,
+        "second peer had to handshake again"
+    );
     assert!(second_after.rx_bytes > second_before.rx_bytes);
     assert!(second_after.tx_bytes > second_before.tx_bytes);
     let second_stats_after = second.stats();
     assert_eq!(second_stats_after.state, TunnelState::Connected);
-    assert_eq!(second_stats_after.last_handshake, second_stats_before.last_handshake);
+    assert_eq!(
+        second_stats_after.last_handshake,
+        second_stats_before.last_handshake
+    );
     assert!(second_stats_after.rx_bytes > second_stats_before.rx_bytes);
     second.shutdown().await;
 }
@@ -124,10 +165,14 @@ async fn second_client_unaffected_by_first_leaving() {
 #[tokio::test]
 async fn spoofed_inner_source_is_dropped_and_counted() {
     let hub = TestHub::start().await;
-    let (honest, _honest_key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
+    let (honest, _honest_key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
     // The spoofer's key belongs to 10.13.0.3, but its tunnel sends from 10.13.0.2.
     let spoofer_key = camwire_tunnel::PrivateKey::generate();
-    hub.hub.add_peer(spoofer_key.public_key(), client_address(3)).expect("peer is new");
+    hub.hub
+        .add_peer(spoofer_key.public_key(), client_address(3))
+        .expect("peer is new");
     let options = TunnelOptions {
         connect_timeout: Duration::from_secs(1),
         ..TunnelOptions::default()
@@ -139,7 +184,10 @@ async fn spoofed_inner_source_is_dropped_and_counted() {
 
     let result = spoofer.dial(echo_target()).await;
 
-    assert!(matches!(result, Err(TunnelError::ConnectTimedOut { .. })), "result: {result:?}");
+    assert!(
+        matches!(result, Err(TunnelError::ConnectTimedOut { .. })),
+        "result: {result:?}"
+    );
     assert!(hub.hub.stats().rejected_source_packets >= 1);
     assert_eq!(echo_once(&honest, b"honest").await, b"honest");
     spoofer.shutdown().await;

@@ -20,10 +20,16 @@ async fn hundred_restarts_leave_one_tunnel_and_peer() {
 
     for round in 0..100 {
         let key = PrivateKey::generate();
-        hub.hub.add_peer(key.public_key(), client_address(2)).expect("address is free again");
-        let tunnel = Tunnel::start(&hub.client_config(client_address(2)), key.clone(), TunnelOptions::default())
-            .await
-            .expect("tunnel starts");
+        hub.hub
+            .add_peer(key.public_key(), client_address(2))
+            .expect("address is free again");
+        let tunnel = Tunnel::start(
+            &hub.client_config(client_address(2)),
+            key.clone(),
+            TunnelOptions::default(),
+        )
+        .await
+        .expect("tunnel starts");
         wait_connected(&tunnel).await;
         let mut stream = tunnel.dial(echo_target()).await.expect("dial succeeds");
         stream.write_all(b"round").await.expect("write succeeds");
@@ -40,7 +46,11 @@ async fn hundred_restarts_leave_one_tunnel_and_peer() {
         assert_eq!(report.aborted, 0, "round {round}");
         assert!(hub.hub.remove_peer(&key.public_key()), "round {round}");
         let settled = wait_until(Duration::from_secs(2), || live_tasks() == hub_tasks).await;
-        assert!(settled, "round {round}: {} tasks alive, expected {hub_tasks}", live_tasks());
+        assert!(
+            settled,
+            "round {round}: {} tasks alive, expected {hub_tasks}",
+            live_tasks()
+        );
     }
 
     assert!(hub.hub.peers().is_empty());

@@ -50,7 +50,9 @@ fn payload() -> Vec<u8> {
 
 /// Starts a service that reads everything slowly, then replies with its SHA-256.
 async fn slow_sink() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -66,7 +68,9 @@ async fn slow_sink() -> SocketAddr {
 
 /// Starts a service that sends the payload and closes.
 async fn source(data: &'static [u8]) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -83,8 +87,14 @@ async fn transfer_both_ways(buffers: TcpBuffers) {
     let data: &'static [u8] = Box::leak(payload().into_boxed_slice());
     let expected: [u8; 32] = Sha256::digest(data).into();
     let extra = vec![
-        Forward { port: SINK_PORT, target: slow_sink().await },
-        Forward { port: SOURCE_PORT, target: source(data).await },
+        Forward {
+            port: SINK_PORT,
+            target: slow_sink().await,
+        },
+        Forward {
+            port: SOURCE_PORT,
+            target: source(data).await,
+        },
     ];
     let hub = TestHub::start_with(buffers, extra).await;
     let options = TunnelOptions {
@@ -106,7 +116,9 @@ async fn transfer_both_ways(buffers: TcpBuffers) {
     up.write_all(data).await.expect("upload is written");
     up.shutdown().await.expect("FIN is sent");
     let mut uploaded_digest = [0u8; 32];
-    up.read_exact(&mut uploaded_digest).await.expect("sink answers with its digest");
+    up.read_exact(&mut uploaded_digest)
+        .await
+        .expect("sink answers with its digest");
 
     let mut down = TcpStream::connect(download).await.expect("forward accepts");
     let (downloaded_digest, downloaded_len) = slow_digest(&mut down).await;

@@ -16,7 +16,9 @@ use tokio::net::TcpStream;
 async fn forward_reaches_http_target() {
     init_tracing();
     let hub = TestHub::start().await;
-    let (tunnel, _key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
 
     let local = tunnel
         .forward("127.0.0.1:0".parse().expect("valid address"), http_target())
@@ -25,7 +27,10 @@ async fn forward_reaches_http_target() {
     let mut stream = TcpStream::connect(local).await.expect("forward accepts");
     let response = http_get(&mut stream).await;
 
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "response: {response}");
+    assert!(
+        response.starts_with("HTTP/1.1 200 OK"),
+        "response: {response}"
+    );
     assert!(response.ends_with(HTTP_BODY), "response: {response}");
     let stats = tunnel.stats();
     assert_eq!(stats.state, TunnelState::Connected);
@@ -46,13 +51,21 @@ async fn forward_reaches_http_target() {
 #[tokio::test]
 async fn dial_echoes_through_tunnel() {
     let hub = TestHub::start().await;
-    let (tunnel, _key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
 
     let mut stream = tunnel.dial(echo_target()).await.expect("dial succeeds");
-    stream.write_all(b"hello through the tunnel").await.expect("write succeeds");
+    stream
+        .write_all(b"hello through the tunnel")
+        .await
+        .expect("write succeeds");
     stream.shutdown().await.expect("FIN is queued");
     let mut echoed = Vec::new();
-    stream.read_to_end(&mut echoed).await.expect("read succeeds");
+    stream
+        .read_to_end(&mut echoed)
+        .await
+        .expect("read succeeds");
 
     assert_eq!(echoed, b"hello through the tunnel");
     tunnel.shutdown().await;
@@ -61,40 +74,72 @@ async fn dial_echoes_through_tunnel() {
 #[tokio::test]
 async fn dial_unmapped_port_is_refused() {
     let hub = TestHub::start().await;
-    let (tunnel, _key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
 
     let result = tunnel.dial(SocketAddrV4::new(HUB_ADDRESS, 81)).await;
 
-    assert!(matches!(result, Err(TunnelError::ConnectionRefused(_))), "result: {result:?}");
+    assert!(
+        matches!(result, Err(TunnelError::ConnectionRefused(_))),
+        "result: {result:?}"
+    );
     tunnel.shutdown().await;
 }
 
 #[tokio::test]
 async fn dial_outside_allowed_ips_is_rejected() {
     let hub = TestHub::start().await;
-    let (tunnel, _key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
-
-    let result = tunnel.dial("192.0.2.1:80".parse().expect("valid address")).await;
-    let forward = tunnel
-        .forward("127.0.0.1:0".parse().expect("valid address"), "192.0.2.1:80".parse().expect("valid address"))
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
         .await;
 
-    assert!(matches!(result, Err(TunnelError::NotAllowed(_))), "result: {result:?}");
-    assert!(matches!(forward, Err(TunnelError::NotAllowed(_))), "forward: {forward:?}");
+    let result = tunnel
+        .dial("192.0.2.1:80".parse().expect("valid address"))
+        .await;
+    let forward = tunnel
+        .forward(
+            "127.0.0.1:0".parse().expect("valid address"),
+            "192.0.2.1:80".parse().expect("valid address"),
+        )
+        .await;
+
+    assert!(
+        matches!(result, Err(TunnelError::NotAllowed(_))),
+        "result: {result:?}"
+    );
+    assert!(
+        matches!(forward, Err(TunnelError::NotAllowed(_))),
+        "forward: {forward:?}"
+    );
     tunnel.shutdown().await;
 }
 
 #[tokio::test]
 async fn socks5_connect_reaches_http_target() {
     let hub = TestHub::start().await;
-    let (tunnel, _key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
-    let proxy = tunnel.socks5("127.0.0.1:0".parse().expect("valid address")).await.expect("proxy binds");
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
+    let proxy = tunnel
+        .socks5("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("proxy binds");
 
     let mut stream = TcpStream::connect(proxy).await.expect("proxy accepts");
-    stream.write_all(&[5, 1, 0]).await.expect("greeting is sent");
+    stream
+        .write_all(&[5, 1, 0])
+        .await
+        .expect("greeting is sent");
     let mut method = [0u8; 2];
-    stream.read_exact(&mut method).await.expect("method reply arrives");
-    stream.write_all(&[5, 1, 0, 1, 10, 13, 0, 1, 0, 80]).await.expect("request is sent");
+    stream
+        .read_exact(&mut method)
+        .await
+        .expect("method reply arrives");
+    stream
+        .write_all(&[5, 1, 0, 1, 10, 13, 0, 1, 0, 80])
+        .await
+        .expect("request is sent");
     let mut reply = [0u8; 10];
     stream.read_exact(&mut reply).await.expect("reply arrives");
     let response = http_get(&mut stream).await;
@@ -108,8 +153,13 @@ async fn socks5_connect_reaches_http_target() {
 #[tokio::test]
 async fn socks5_answers_errors_with_their_codes() {
     let hub = TestHub::start().await;
-    let (tunnel, _key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
-    let proxy = tunnel.socks5("127.0.0.1:0".parse().expect("valid address")).await.expect("proxy binds");
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
+    let proxy = tunnel
+        .socks5("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("proxy binds");
     let cases: [(&[u8], u8); 3] = [
         // Outside the allowed IPs: not allowed by ruleset.
         (&[5, 1, 0, 1, 192, 0, 2, 1, 0, 80], 2),
@@ -121,9 +171,15 @@ async fn socks5_answers_errors_with_their_codes() {
 
     for (request, expected) in cases {
         let mut stream = TcpStream::connect(proxy).await.expect("proxy accepts");
-        stream.write_all(&[5, 1, 0]).await.expect("greeting is sent");
+        stream
+            .write_all(&[5, 1, 0])
+            .await
+            .expect("greeting is sent");
         let mut method = [0u8; 2];
-        stream.read_exact(&mut method).await.expect("method reply arrives");
+        stream
+            .read_exact(&mut method)
+            .await
+            .expect("method reply arrives");
         stream.write_all(request).await.expect("request is sent");
         let mut reply = [0u8; 10];
         stream.read_exact(&mut reply).await.expect("reply arrives");
@@ -136,7 +192,9 @@ async fn socks5_answers_errors_with_their_codes() {
 #[tokio::test]
 async fn shutdown_closes_forward_and_ends_tasks() {
     let hub = TestHub::start().await;
-    let (tunnel, _key) = hub.connect_client(client_address(2), TunnelOptions::default()).await;
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
     let local = tunnel
         .forward("127.0.0.1:0".parse().expect("valid address"), echo_target())
         .await
@@ -146,17 +204,31 @@ async fn shutdown_closes_forward_and_ends_tasks() {
     let mut echoed = [0u8; 4];
     open.read_exact(&mut echoed).await.expect("echo arrives");
     let mut dialed = tunnel.dial(echo_target()).await.expect("dial succeeds");
-    assert_eq!(tunnel.stats().tasks, 3, "driver, forward listener, one connection");
+    assert_eq!(
+        tunnel.stats().tasks,
+        3,
+        "driver, forward listener, one connection"
+    );
 
     let started = std::time::Instant::now();
     let report = tunnel.shutdown().await;
 
-    assert!(started.elapsed() < Duration::from_secs(3), "shutdown took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
     assert_eq!(report.ended, 3);
     assert_eq!(report.aborted, 0);
-    assert!(TcpStream::connect(local).await.is_err(), "forward port still accepts");
+    assert!(
+        TcpStream::connect(local).await.is_err(),
+        "forward port still accepts"
+    );
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(2), open.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "forwarded connection is still open");
-    assert!(dialed.write_all(b"x").await.is_err(), "dialed stream still writable");
+    assert!(
+        dialed.write_all(b"x").await.is_err(),
+        "dialed stream still writable"
+    );
 }

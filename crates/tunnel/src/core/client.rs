@@ -117,7 +117,8 @@ impl ClientCore {
         };
         let first = session.last_handshake().is_none();
 
-        let result = session.decapsulate(None, datagram, &mut self.scratch, &mut self.outgoing, now);
+        let result =
+            session.decapsulate(None, datagram, &mut self.scratch, &mut self.outgoing, now);
         let decapsulated = match result {
             Ok(decapsulated) => decapsulated,
             Err(error) => {
@@ -148,6 +149,10 @@ impl ClientCore {
             return;
         }
         self.stack.push_inbound(packet);
+        if self.stack.inbound_backlog_full() {
+            self.stack.poll(now);
+            self.encapsulate_outbound(now);
+        }
     }
 
     /// Runs whatever timers are due at `now`.
@@ -193,7 +198,10 @@ impl ClientCore {
         let timers = self
             .next_timer_check
             .map(|at| (at, TimeoutReason::WireguardTimers));
-        let tcp = self.stack.poll_at(now).map(|at| (at, TimeoutReason::TcpTimers));
+        let tcp = self
+            .stack
+            .poll_at(now)
+            .map(|at| (at, TimeoutReason::TcpTimers));
         earliest(timers, tcp)
     }
 

@@ -333,6 +333,11 @@ impl HubCore {
             return;
         }
         self.stack.push_inbound(packet);
+        if self.stack.inbound_backlog_full() {
+            self.stack.poll(now);
+            self.accept_connections();
+            self.encapsulate_outbound();
+        }
     }
 
     /// Runs whatever timers are due at `now`.
@@ -347,7 +352,9 @@ impl HubCore {
 
         if self.next_timer_check.is_some_and(|at| at <= now) {
             for peer in self.peers.values_mut() {
-                let outcome = peer.session.update_timers(&mut self.scratch, &mut self.outgoing);
+                let outcome = peer
+                    .session
+                    .update_timers(&mut self.scratch, &mut self.outgoing);
                 if outcome == TimerOutcome::Expired {
                     self.events.push_back(Event::SessionExpired {
                         peer: peer.session.peer(),
@@ -383,7 +390,10 @@ impl HubCore {
             .next_timer_check
             .map(|at| (at, TimeoutReason::WireguardTimers));
         let rate = Some((self.next_rate_reset, TimeoutReason::RateLimiterReset));
-        let tcp = self.stack.poll_at(now).map(|at| (at, TimeoutReason::TcpTimers));
+        let tcp = self
+            .stack
+            .poll_at(now)
+            .map(|at| (at, TimeoutReason::TcpTimers));
         earliest(earliest(timers, rate), tcp)
     }
 
@@ -412,9 +422,9 @@ impl HubCore {
     /// Finds the peer of a handshake initiation, after the rate limiter checked its
     /// MAC and load. Under load it queues a cookie reply instead and returns `None`.
     fn identify_initiator(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<u32> {
-        let verified = self
-            .rate_limiter
-            .verify_packet(Some(source.ip()), datagram, &mut self.scratch);
+        let verified =
+            self.rate_limiter
+                .verify_packet(Some(source.ip()), datagram, &mut self.scratch);
 
         let initiation = match verified {
             Ok(Packet::HandshakeInit(initiation)) => initiation,
@@ -493,7 +503,8 @@ impl HubCore {
                 tracing::trace!(%destination, "dropped outbound packet to an address without a peer");
                 continue;
             };
-            peer.session.encapsulate(&packet, &mut self.scratch, &mut self.outgoing);
+            peer.session
+                .encapsulate(&packet, &mut self.scratch, &mut self.outgoing);
             queue_to(&mut self.transmits, &mut self.outgoing, peer.endpoint);
         }
     }

@@ -18,9 +18,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
 pub use client::{ClientConfig, ClientCore, ConnectError, TunnelState};
-pub use hub::{
-    AddPeerError, HubCore, HubCoreConfig, HubCounters, PeerSnapshot,
-};
+pub use hub::{AddPeerError, HubCore, HubCoreConfig, HubCounters, PeerSnapshot};
 
 use crate::keys::PublicKey;
 

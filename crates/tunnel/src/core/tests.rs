@@ -17,6 +17,7 @@ const FORWARDED_PORT: u16 = 80;
 
 /// Which datagrams the simulated network loses.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "mock-clock"), allow(dead_code))]
 enum Loss {
     None,
     ToHub,
@@ -97,7 +98,8 @@ impl Pair {
                 moved = true;
                 self.sent_by_client.push(transmit.payload.clone());
                 if self.loss == Loss::None {
-                    self.hub.handle_datagram(self.client_endpoint, &transmit.payload, self.now);
+                    self.hub
+                        .handle_datagram(self.client_endpoint, &transmit.payload, self.now);
                 }
             }
             while let Some(transmit) = self.hub.poll_transmit(self.now) {
@@ -108,8 +110,10 @@ impl Pair {
                     self.client.handle_datagram(&transmit.payload, self.now);
                 }
             }
-            self.client_events.extend(std::iter::from_fn(|| self.client.poll_event()));
-            self.hub_events.extend(std::iter::from_fn(|| self.hub.poll_event()));
+            self.client_events
+                .extend(std::iter::from_fn(|| self.client.poll_event()));
+            self.hub_events
+                .extend(std::iter::from_fn(|| self.hub.poll_event()));
             if !moved {
                 return;
             }
@@ -161,15 +165,21 @@ impl Pair {
     }
 }
 
+#[cfg_attr(not(feature = "mock-clock"), allow(dead_code))]
 fn message_type(datagram: &[u8]) -> u8 {
     datagram[0]
 }
 
+#[cfg_attr(not(feature = "mock-clock"), allow(dead_code))]
 /// Count of handshake initiations among `datagrams`.
 fn initiations(datagrams: &[Vec<u8>]) -> usize {
-    datagrams.iter().filter(|datagram| message_type(datagram) == 1).count()
+    datagrams
+        .iter()
+        .filter(|datagram| message_type(datagram) == 1)
+        .count()
 }
 
+#[cfg_attr(not(feature = "mock-clock"), allow(dead_code))]
 /// Count of keepalives (transport data messages with an empty payload) among `datagrams`.
 fn keepalives(datagrams: &[Vec<u8>]) -> usize {
     datagrams
@@ -198,8 +208,14 @@ fn handshake_completes() {
     assert_eq!(pair.client.last_handshake(), Some(pair.now));
     assert_eq!(pair.hub.peers()[0].last_handshake, Some(pair.now));
     assert_eq!(pair.hub.peers()[0].endpoint, Some(pair.client_endpoint));
-    assert!(matches!(pair.client_events[..], [Event::HandshakeCompleted { first: true, .. }]));
-    assert!(matches!(pair.hub_events[..], [Event::HandshakeCompleted { first: true, .. }]));
+    assert!(matches!(
+        pair.client_events[..],
+        [Event::HandshakeCompleted { first: true, .. }]
+    ));
+    assert!(matches!(
+        pair.hub_events[..],
+        [Event::HandshakeCompleted { first: true, .. }]
+    ));
 }
 
 #[test]
@@ -208,10 +224,17 @@ fn data_flows_both_ways() {
     pair.run();
     let (client_end, hub_end) = pair.open_connection();
 
-    let sent = pair.client.stack().send(client_end, b"request").expect("send succeeds");
+    let sent = pair
+        .client
+        .stack()
+        .send(client_end, b"request")
+        .expect("send succeeds");
     pair.run();
     let at_hub = read_all(pair.hub.stack(), hub_end);
-    pair.hub.stack().send(hub_end, b"response").expect("send succeeds");
+    pair.hub
+        .stack()
+        .send(hub_end, b"response")
+        .expect("send succeeds");
     pair.run();
     let at_client = read_all(pair.client.stack(), client_end);
 
@@ -221,6 +244,33 @@ fn data_flows_both_ways() {
     let counters = pair.client.counters();
     assert_eq!(counters.tx_packets, pair.sent_by_client.len() as u64);
     assert_eq!(counters.rx_packets, pair.sent_by_hub.len() as u64);
+}
+
+#[test]
+fn write_before_final_ack_waits() {
+    let mut pair = Pair::new();
+    pair.run();
+    pair.client
+        .connect(SocketAddrV4::new(HUB_ADDRESS, FORWARDED_PORT))
+        .expect("connect is allowed");
+    let syn = pair.client.poll_transmit(pair.now).expect("SYN is sent");
+    pair.hub
+        .handle_datagram(pair.client_endpoint, &syn.payload, pair.now);
+    let syn_ack = pair.hub.poll_transmit(pair.now).expect("SYN-ACK is sent");
+    let hub_end = std::iter::from_fn(|| pair.hub.poll_event())
+        .find_map(|event| match event {
+            Event::ConnectionAccepted { connection, .. } => Some(connection),
+            _ => None,
+        })
+        .expect("the hub accepted the connection");
+
+    let early = pair.hub.stack().send(hub_end, b"early");
+    pair.client.handle_datagram(&syn_ack.payload, pair.now);
+    pair.run();
+    let late = pair.hub.stack().send(hub_end, b"late");
+
+    assert_eq!(early, Ok(0), "a write in SYN-RECEIVED must wait, not fail");
+    assert_eq!(late, Ok(4));
 }
 
 #[test]
@@ -234,14 +284,19 @@ fn unmapped_port_is_reset() {
         .expect("connect is allowed");
     pair.run();
 
-    assert_eq!(pair.client.stack().connect_progress(id), ConnectProgress::Failed);
+    assert_eq!(
+        pair.client.stack().connect_progress(id),
+        ConnectProgress::Failed
+    );
 }
 
 #[test]
 fn connect_outside_allowed_ips_is_rejected() {
     let mut pair = Pair::new();
 
-    let result = pair.client.connect("192.0.2.9:80".parse().expect("valid address"));
+    let result = pair
+        .client
+        .connect("192.0.2.9:80".parse().expect("valid address"));
 
     assert!(matches!(result, Err(ConnectError::NotAllowed(_))));
 }
@@ -255,10 +310,17 @@ fn removed_peer_is_cut_off_at_once() {
     let junk_before = pair.hub.counters().junk_datagrams;
 
     assert!(pair.hub.remove_peer(&pair.client_key.public_key()));
-    pair.client.stack().send(client_end, b"late").expect("send succeeds");
+    pair.client
+        .stack()
+        .send(client_end, b"late")
+        .expect("send succeeds");
     pair.run();
 
-    assert_eq!(pair.sent_by_hub.len(), hub_sent_before, "the hub answered a removed peer");
+    assert_eq!(
+        pair.sent_by_hub.len(),
+        hub_sent_before,
+        "the hub answered a removed peer"
+    );
     assert!(pair.hub.counters().junk_datagrams > junk_before);
     assert_eq!(pair.hub.connection_count(), 0);
     assert!(pair.hub.peers().is_empty());
@@ -282,8 +344,15 @@ fn hub_drops_junk_and_counts_it() {
     pair.run();
     let peers_before = pair.hub.peers();
 
-    for datagram in [&[][..], &[1, 0, 0, 0][..], &[4u8; 31][..], &[4u8; 100][..], &[2u8; 92][..]] {
-        pair.hub.handle_datagram(pair.client_endpoint, datagram, pair.now);
+    for datagram in [
+        &[][..],
+        &[1, 0, 0, 0][..],
+        &[4u8; 31][..],
+        &[4u8; 100][..],
+        &[2u8; 92][..],
+    ] {
+        pair.hub
+            .handle_datagram(pair.client_endpoint, datagram, pair.now);
     }
 
     assert_eq!(pair.hub.counters().junk_datagrams, 5);
@@ -294,7 +363,9 @@ fn hub_drops_junk_and_counts_it() {
 #[cfg(feature = "mock-clock")]
 mod timers {
     use super::*;
-    use crate::protocol::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT};
+    use crate::protocol::{
+        KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
+    };
 
     #[test]
     fn handshake_is_retried_after_rekey_timeout() {
@@ -306,7 +377,11 @@ mod timers {
         pair.advance(REKEY_TIMEOUT - Duration::from_millis(500));
         assert_eq!(initiations(&pair.sent_by_client), 1, "retried too early");
         pair.advance(Duration::from_secs(1));
-        assert_eq!(initiations(&pair.sent_by_client), 2, "not retried after REKEY_TIMEOUT");
+        assert_eq!(
+            initiations(&pair.sent_by_client),
+            2,
+            "not retried after REKEY_TIMEOUT"
+        );
 
         pair.loss = Loss::None;
         pair.advance(REKEY_TIMEOUT + Duration::from_secs(1));
@@ -324,10 +399,18 @@ mod timers {
         pair.advance(Duration::from_secs(2));
 
         assert_eq!(pair.client.state(), TunnelState::Expired);
-        assert!(pair.client_events.iter().any(|event| matches!(event, Event::SessionExpired { .. })));
+        assert!(
+            pair.client_events
+                .iter()
+                .any(|event| matches!(event, Event::SessionExpired { .. }))
+        );
         let sent_when_expired = pair.sent_by_client.len();
         pair.advance(Duration::from_secs(30));
-        assert_eq!(pair.sent_by_client.len(), sent_when_expired, "an expired tunnel kept sending");
+        assert_eq!(
+            pair.sent_by_client.len(),
+            sent_when_expired,
+            "an expired tunnel kept sending"
+        );
     }
 
     #[test]
@@ -374,7 +457,11 @@ mod timers {
         let hub_keepalives = keepalives(&pair.sent_by_hub);
 
         pair.advance(KEEPALIVE_TIMEOUT - Duration::from_millis(500));
-        assert_eq!(keepalives(&pair.sent_by_hub), hub_keepalives, "keepalive before KEEPALIVE_TIMEOUT");
+        assert_eq!(
+            keepalives(&pair.sent_by_hub),
+            hub_keepalives,
+            "keepalive before KEEPALIVE_TIMEOUT"
+        );
         pair.advance(Duration::from_secs(1));
 
         assert_eq!(keepalives(&pair.sent_by_hub), hub_keepalives + 1);
@@ -404,7 +491,10 @@ mod timers {
         // Traffic every second: the initiator rekeys once its session is REKEY_AFTER_TIME old.
         let seconds = REKEY_AFTER_TIME.as_secs() + 2;
         for _ in 0..seconds {
-            pair.client.stack().send(client_end, b".").expect("send succeeds");
+            pair.client
+                .stack()
+                .send(client_end, b".")
+                .expect("send succeeds");
             pair.advance(Duration::from_secs(1));
             read_all(pair.hub.stack(), hub_end);
         }
@@ -412,9 +502,16 @@ mod timers {
         assert_eq!(pair.hub_handshakes(), 2);
         let second_handshake = pair.client.last_handshake().expect("handshake completed");
         assert!(second_handshake >= first_handshake + REKEY_AFTER_TIME);
-        assert!(pair.client_events.iter().any(|event| matches!(event, Event::HandshakeCompleted { first: false, .. })));
+        assert!(
+            pair.client_events
+                .iter()
+                .any(|event| matches!(event, Event::HandshakeCompleted { first: false, .. }))
+        );
         assert_eq!(pair.client.state(), TunnelState::Connected);
-        assert_eq!(pair.client.stack().connect_progress(client_end), ConnectProgress::Established);
+        assert_eq!(
+            pair.client.stack().connect_progress(client_end),
+            ConnectProgress::Established
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use camwire_api::WireguardConfig;
-use camwire_tunnel::{Forward, Hub, HubConfig, PrivateKey, TcpBuffers, Tunnel, TunnelOptions, TunnelState};
+use camwire_tunnel::{
+    Forward, Hub, HubConfig, PrivateKey, TcpBuffers, Tunnel, TunnelOptions, TunnelState,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -52,8 +54,14 @@ impl TestHub {
         let echo = echo_server().await;
         let http = http_server().await;
         let mut forwards = vec![
-            Forward { port: ECHO_PORT, target: echo },
-            Forward { port: HTTP_PORT, target: http },
+            Forward {
+                port: ECHO_PORT,
+                target: echo,
+            },
+            Forward {
+                port: HTTP_PORT,
+                target: http,
+            },
         ];
         forwards.extend(extra);
         let mut config = HubConfig::new(
@@ -82,9 +90,15 @@ impl TestHub {
     }
 
     /// Adds a peer with a new key at `address` and starts a tunnel for it.
-    pub async fn connect_client(&self, address: Ipv4Addr, options: TunnelOptions) -> (Tunnel, PrivateKey) {
+    pub async fn connect_client(
+        &self,
+        address: Ipv4Addr,
+        options: TunnelOptions,
+    ) -> (Tunnel, PrivateKey) {
         let key = PrivateKey::generate();
-        self.hub.add_peer(key.public_key(), address).expect("peer is new");
+        self.hub
+            .add_peer(key.public_key(), address)
+            .expect("peer is new");
         let tunnel = Tunnel::start(&self.client_config(address), key.clone(), options)
             .await
             .expect("tunnel starts");
@@ -125,7 +139,9 @@ pub async fn wait_until(bound: Duration, mut condition: impl FnMut() -> bool) ->
 }
 
 pub async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -141,7 +157,9 @@ pub async fn echo_server() -> SocketAddr {
 
 /// Starts an HTTP/1.1 responder that replies to every request with 200 and [`HTTP_BODY`].
 pub async fn http_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind on loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind on loopback");
     let address = listener.local_addr().expect("bound address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -176,9 +194,12 @@ where
         .await
         .expect("request is sent");
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response))
-        .await
-        .expect("response arrives in time")
-        .expect("response is UTF-8");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("response arrives in time")
+    .expect("response is UTF-8");
     response
 }
