@@ -27,5 +27,5 @@ pub mod wg_conf;
 pub use config::ServerConfig;
 pub use error::Error;
 pub use http::{MAX_BODY_BYTES, router};
-pub use server::{RunningServer, ServeError, start};
+pub use server::{RunningServer, SHUTDOWN_GRACE, ServeError, start};
 pub use state::{App, AppState, StartError};

@@ -18,8 +18,9 @@ use crate::db::{insert_session, unix_now};
 use crate::error::Error;
 use crate::peers::{self, unix_to_datetime, wireguard_config};
 use crate::state::AppState;
+use crate::users::MAX_USERNAME_LEN;
 
-/// Longest path quoted in a 404 or 405 message.
+/// Maximum length of a path quoted in a 404 or 405 message, in characters.
 const MAX_QUOTED_PATH: usize = 200;
 
 /// `POST /login`: checks the password and opens a session with a new access token.
@@ -28,10 +29,15 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
-    if let Some(retry_after) = state
-        .limiter()
-        .check_at(&request.username, ip, Instant::now())
-    {
+    // No stored user name is longer than MAX_USERNAME_LEN, so cutting longer ones
+    // changes no outcome and bounds the limiter's memory per key.
+    let limiter_key: String = request
+        .username
+        .chars()
+        .take(MAX_USERNAME_LEN + 1)
+        .collect();
+
+    if let Some(retry_after) = state.limiter().check_at(&limiter_key, ip, Instant::now()) {
         tracing::info!(outcome = "rate_limited", "sign-in rejected");
         return Err(Error::RateLimited { retry_after });
     }
@@ -48,16 +54,22 @@ pub async fn login(
     let verified =
         tokio::task::spawn_blocking(move || verify_password(&password, &stored_hash)).await??;
 
-    let Some(user) = user.filter(|_| verified) else {
-        state
-            .limiter()
-            .record_failure_at(&request.username, ip, Instant::now());
-        // The typed user name is not logged: people sometimes type a password into it.
-        tracing::info!(outcome = "invalid_credentials", "sign-in failed");
-        return Err(Error::InvalidCredentials);
+    let user = match user {
+        Some(user) if verified => user,
+        unverified => {
+            state
+                .limiter()
+                .record_failure_at(&limiter_key, ip, Instant::now());
+
+            // The typed user name is not logged, because people sometimes type a password
+            // into it. A known user's id is logged instead.
+            let user_id = unverified.map(|user| user.id);
+            tracing::info!(user_id, outcome = "invalid_credentials", "sign-in failed");
+            return Err(Error::InvalidCredentials);
+        }
     };
 
-    state.limiter().record_success(&request.username);
+    state.limiter().record_success(&limiter_key);
 
     let token = generate_token();
     let ttl_seconds = i64::try_from(state.session_ttl().as_secs()).unwrap_or(i64::MAX);
@@ -104,7 +116,7 @@ pub async fn register_key(
 
     if public_key.0 == [0u8; camwire_api::KEY_LEN] {
         return Err(Error::InvalidPublicKey(
-            "invalid public_key: all 32 bytes are zero, which is no x25519 public key; generate a key pair with `wg genkey | wg pubkey`".into(),
+            "invalid public_key: all 32 bytes are zero, which no real key pair produces; generate a key pair with `wg genkey | wg pubkey`".into(),
         ));
     }
 

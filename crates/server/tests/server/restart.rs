@@ -154,3 +154,28 @@ async fn address_outside_new_pool_is_not_reused() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn config_file_is_private_and_parses() {
+    let server = TestServer::start().await;
+    let password = server.add_user("alice").await;
+    let token = server.login("alice", &password).await;
+    let key = new_public_key();
+    server.register(&token, &key).await;
+
+    let file = server.wg_config_file();
+
+    assert_eq!(file.peers.len(), 1);
+    assert_eq!(file.peers[0].public_key.to_base64(), key);
+    assert_eq!(
+        file.interface.private_key.public_key(),
+        server.server().state().server_public_key()
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+
+        let metadata = std::fs::metadata(server.wg_config_path()).expect("metadata");
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+    }
+}
