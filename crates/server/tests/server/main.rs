@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod common;
+mod oneshot;
 mod pool;
 mod restart;
 mod signout;
