@@ -6,6 +6,7 @@
 //!   `target/demo/` and the desktop app signed in against it.
 //! - `cargo xtask setup`: only the installation step.
 
+mod postgres;
 mod setup;
 
 use std::env;
@@ -63,13 +64,16 @@ fn test(cargo_test_arguments: &[String]) -> Result<()> {
     println!("xtask: building the workspace");
     run(cargo(&root).args(["build", "--workspace", "--all-targets", "--locked"]))?;
 
+    let postgres = postgres::Postgres::start(&root)?;
+
     println!("xtask: running the tests");
     let cargo_program = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = with_display(&root, &cargo_program)?;
     command
         .args(["test", "--workspace", "--locked"])
         .args(cargo_test_arguments)
-        .envs(tools.environment());
+        .envs(tools.environment())
+        .env(postgres::URL_VARIABLE, &postgres.url);
     run(&mut command)
 }
 

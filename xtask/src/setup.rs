@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::run;
 
 /// Debian packages: WebKitGTK and its WebDriver for the app, Xvfb for headless runs,
-/// and the build tools of the native crates.
+/// PostgreSQL for the server's second database, and the build tools of the native crates.
 const SYSTEM_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -22,6 +22,7 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "xvfb",
     "xauth",
     "fonts-dejavu-core",
+    "postgresql",
 ];
 
 /// The tauri-driver release the WebDriver suite was written against.
@@ -105,7 +106,7 @@ fn privileged(program: &str) -> Command {
     command
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
