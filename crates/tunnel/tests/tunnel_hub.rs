@@ -232,3 +232,60 @@ async fn shutdown_closes_forward_and_ends_tasks() {
         "dialed stream still writable"
     );
 }
+
+#[tokio::test]
+async fn dropped_tunnel_stops_its_tasks() {
+    let hub = TestHub::start().await;
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
+    let local = tunnel
+        .forward("127.0.0.1:0".parse().expect("valid address"), echo_target())
+        .await
+        .expect("forward binds");
+
+    drop(tunnel);
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(local).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    assert!(
+        refused,
+        "the forward port of a dropped tunnel still accepts"
+    );
+}
+
+#[tokio::test]
+async fn hub_shutdown_ends_tasks_and_rejects_peers() {
+    let hub = TestHub::start().await;
+    let (tunnel, _key) = hub
+        .connect_client(client_address(2), TunnelOptions::default())
+        .await;
+    let mut stream = tunnel.dial(echo_target()).await.expect("dial succeeds");
+    stream.write_all(b"ping").await.expect("write succeeds");
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).await.expect("echo arrives");
+    assert_eq!(
+        hub.hub.stats().tasks,
+        2,
+        "driver and one forwarded connection"
+    );
+
+    let report = hub.hub.shutdown().await;
+    let added = hub.hub.add_peer(
+        camwire_tunnel::PrivateKey::generate().public_key(),
+        client_address(3),
+    );
+
+    assert_eq!(report.ended, 2);
+    assert_eq!(report.aborted, 0);
+    assert_eq!(hub.hub.stats().tasks, 0);
+    assert_eq!(hub.hub.stats().peers, 0);
+    assert!(added.is_err(), "a stopped hub accepted a peer");
+    tunnel.shutdown().await;
+}

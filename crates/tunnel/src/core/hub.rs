@@ -61,6 +61,8 @@ pub enum AddPeerError {
     HubAddress(Ipv4Addr),
     #[error("public key {0} is the hub's own key")]
     OwnKey(String),
+    #[error("the hub is stopped")]
+    Stopped,
 }
 
 /// Counters of the hub's datagram input.
@@ -99,7 +101,8 @@ struct Peer {
 
 /// The sans-IO hub. See the module `core` for the call order.
 pub struct HubCore {
-    private_key: PrivateKey,
+    /// `None` once stopped, so that the key is zeroized then.
+    private_key: Option<PrivateKey>,
     public_key: PublicKey,
     address: Ipv4Addr,
     network: Ipv4Net,
@@ -147,7 +150,7 @@ impl HubCore {
             .collect();
 
         Self {
-            private_key: config.private_key,
+            private_key: Some(config.private_key),
             public_key,
             address: config.address,
             network: config.network,
@@ -203,9 +206,15 @@ impl HubCore {
             return Err(AddPeerError::AddressInUse(address));
         }
 
+        if self.private_key.is_none() {
+            return Err(AddPeerError::Stopped);
+        }
         let index = self.allocate_index();
+        let Some(private_key) = self.private_key.as_ref() else {
+            return Err(AddPeerError::Stopped);
+        };
         let session = Session::new(
-            &self.private_key,
+            private_key,
             public_key,
             None,
             index,
@@ -401,6 +410,7 @@ impl HubCore {
     /// of the private key are zeroized.
     pub fn stop(&mut self) {
         self.stopped = true;
+        self.private_key = None;
         self.peers.clear();
         self.index_by_key.clear();
         self.index_by_address.clear();
@@ -442,8 +452,11 @@ impl HubCore {
             }
         };
 
+        let Some(private_key) = self.private_key.as_ref() else {
+            return None;
+        };
         let Ok(half) = parse_handshake_anon(
-            self.private_key.as_x25519(),
+            private_key.as_x25519(),
             &self.public_key.as_x25519(),
             &initiation,
         ) else {
