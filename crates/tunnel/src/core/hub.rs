@@ -452,9 +452,7 @@ impl HubCore {
             }
         };
 
-        let Some(private_key) = self.private_key.as_ref() else {
-            return None;
-        };
+        let private_key = self.private_key.as_ref()?;
         let Ok(half) = parse_handshake_anon(
             private_key.as_x25519(),
             &self.public_key.as_x25519(),
@@ -479,20 +477,20 @@ impl HubCore {
                 if self.stack.is_listening(*handle) {
                     continue;
                 }
-                let taken = std::mem::replace(handle, self.stack.listen(*port));
+                let accepted_socket = std::mem::replace(handle, self.stack.listen(*port));
 
                 let peer = self
                     .stack
-                    .remote_endpoint(taken)
+                    .remote_endpoint(accepted_socket)
                     .and_then(|remote| Some((remote, self.index_by_address.get(remote.ip())?)))
                     .and_then(|(remote, index)| Some((remote, self.peers.get(index)?)));
                 let Some((remote, peer)) = peer else {
                     // The peer went away between its SYN and this poll.
-                    self.stack.remove_listener(taken);
+                    self.stack.remove_listener(accepted_socket);
                     continue;
                 };
 
-                let connection = self.stack.adopt(taken);
+                let connection = self.stack.adopt(accepted_socket);
                 self.events.push_back(Event::ConnectionAccepted {
                     connection,
                     peer: peer.session.peer(),
