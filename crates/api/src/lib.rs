@@ -40,6 +40,10 @@ pub mod error_code {
     pub const NOT_CONFIGURED: &str = "not_configured";
     pub const REQUEST_TIMEOUT: &str = "request_timeout";
     pub const INTERNAL: &str = "internal_error";
+    /// The path exists, but not with this method; the `Allow` header lists the methods.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// The request raced another one that stored conflicting data first; retrying may work.
+    pub const CONFLICT: &str = "conflict";
 }
 
 /// Body of every error response: a machine-readable code and a sentence for a person.
@@ -97,7 +101,9 @@ impl std::str::FromStr for Role {
         match text {
             "user" => Ok(Role::User),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("invalid role {other:?}: expected \"user\" or \"admin\"")),
+            other => Err(format!(
+                "invalid role {other:?}: expected \"user\" or \"admin\""
+            )),
         }
     }
 }
@@ -190,6 +196,10 @@ pub struct LogoutResponse {
 pub struct HealthResponse {
     pub status: String,
 }
+
+mod admin;
+
+pub use admin::{AdminPeer, AdminPeerList, AdminRevokeResponse, PoolStatus};
 
 #[cfg(test)]
 mod tests;

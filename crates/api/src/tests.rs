@@ -99,7 +99,10 @@ fn login_response_parses_and_keeps_token_out_of_debug() {
 
     assert_eq!(login.access_token.expose(), "c2VjcmV0LXRva2Vu");
     assert_eq!(login.user.role, Role::User);
-    assert!(!printed.contains("c2VjcmV0LXRva2Vu"), "token leaked into Debug: {printed}");
+    assert!(
+        !printed.contains("c2VjcmV0LXRva2Vu"),
+        "token leaked into Debug: {printed}"
+    );
     assert!(printed.contains("<redacted>"));
 }
 
@@ -112,7 +115,10 @@ fn login_request_keeps_password_out_of_debug() {
 
     let printed = format!("{request:?}");
 
-    assert!(!printed.contains("hunter2"), "password leaked into Debug: {printed}");
+    assert!(
+        !printed.contains("hunter2"),
+        "password leaked into Debug: {printed}"
+    );
 }
 
 #[test]
@@ -135,7 +141,10 @@ fn parse_key_rejects_bad_values() {
         ("not base64 at all!", "not base64"),
         ("AAAA", "decodes to 3 bytes"),
         ("", "decodes to 0 bytes"),
-        ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "decodes to 36 bytes"),
+        (
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "decodes to 36 bytes",
+        ),
     ];
 
     for (input, expected) in cases {
@@ -157,4 +166,50 @@ fn parse_key_error_quotes_only_a_prefix() {
 #[test]
 fn fingerprint_is_first_eight_base64_characters() {
     assert_eq!(fingerprint(&[0u8; KEY_LEN]), "AAAAAAAA");
+}
+
+#[test]
+fn admin_bodies_use_snake_case_names() {
+    let status = PoolStatus {
+        cidr: "10.13.0.0/29".parse().expect("CIDR"),
+        size: 5,
+        allocated: 1,
+        free: 4,
+        lowest_free: Some(Ipv4Addr::new(10, 13, 0, 3)),
+    };
+
+    let value = serde_json::to_value(&status).expect("serializes");
+
+    assert_eq!(
+        value,
+        json!({
+            "cidr": "10.13.0.0/29",
+            "size": 5,
+            "allocated": 1,
+            "free": 4,
+            "lowest_free": "10.13.0.3",
+        })
+    );
+}
+
+#[test]
+fn admin_peer_round_trips() {
+    let body = json!({
+        "id": "p1",
+        "user_id": "u1",
+        "username": "alice",
+        "session_id": "s1",
+        "address": "10.13.0.2",
+        "public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "created_at": "2026-12-05T10:00:00Z",
+        "last_handshake": null,
+        "expires_at": "2026-12-06T10:00:00Z",
+        "idle_expires_at": "2026-12-06T10:00:00Z",
+    });
+
+    let peer: AdminPeer = serde_json::from_value(body.clone()).expect("parses");
+
+    assert_eq!(peer.address, Ipv4Addr::new(10, 13, 0, 2));
+    assert_eq!(peer.last_handshake, None);
+    assert_eq!(serde_json::to_value(&peer).expect("serializes"), body);
 }
