@@ -2,10 +2,12 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+use crate::backend::PeerBackend;
 use crate::db::sqlite_file_path;
 use crate::pool::{AddressPool, PoolError};
 use crate::rate_limit::LoginLimits;
@@ -16,6 +18,21 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://camwire.db";
 pub const DEFAULT_POOL: &str = "10.13.0.0/16";
 pub const DEFAULT_WG_ENDPOINT: &str = "127.0.0.1:51820";
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(86_400);
+
+/// Idle time without a handshake after which the sweeper reclaims a peer.
+pub const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(86_400);
+
+/// Interval of the lease sweeper.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Interval of the full resynchronization of the back end with the database.
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Time after which a request that has not finished gets 503 `request_timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Name of the `wg` program, looked up on `PATH`.
+pub const DEFAULT_WG_PROGRAM: &str = "wg";
 
 /// File name of the wg-quick config when no path is given; it goes beside the database.
 pub const DEFAULT_WG_CONFIG_NAME: &str = "wg0.conf";
@@ -42,6 +59,40 @@ pub struct ServerConfig {
     /// Create the demo users and print their new passwords; loopback addresses only.
     pub demo: bool,
     pub login_limits: LoginLimits,
+    /// Idle time without a handshake after which a peer is reclaimed.
+    pub lease_time: Duration,
+    /// Interval of the lease sweeper.
+    pub sweep_interval: Duration,
+    /// Interval of the full resynchronization of the back end with the database.
+    pub resync_interval: Duration,
+    /// Time limit of one request.
+    pub request_timeout: Duration,
+    /// The kernel WireGuard interface that the wg-config back end applies its file to.
+    pub wg_interface: Option<String>,
+    /// The `wg` program for `wg_interface`.
+    pub wg_program: PathBuf,
+    pub backend: BackendChoice,
+}
+
+/// Which peer back end a server uses.
+#[derive(Clone, Default)]
+pub enum BackendChoice {
+    /// The wg-config back end: the file at `wg_config_path`, applied to `wg_interface`
+    /// when one is set.
+    #[default]
+    WgConfig,
+    /// A back end made by the caller, such as [`crate::backend::MemoryBackend`] in tests.
+    /// The server key still comes from `wg_config_path`, which is created when missing.
+    Provided(Arc<dyn PeerBackend>),
+}
+
+impl std::fmt::Debug for BackendChoice {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendChoice::WgConfig => formatter.write_str("WgConfig"),
+            BackendChoice::Provided(backend) => write!(formatter, "Provided({})", backend.name()),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -61,6 +112,13 @@ impl ServerConfig {
             session_ttl: DEFAULT_SESSION_TTL,
             demo: false,
             login_limits: LoginLimits::default(),
+            lease_time: DEFAULT_LEASE_TIME,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            resync_interval: DEFAULT_RESYNC_INTERVAL,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            wg_interface: None,
+            wg_program: PathBuf::from(DEFAULT_WG_PROGRAM),
+            backend: BackendChoice::WgConfig,
         }
     }
 
@@ -74,6 +132,25 @@ impl ServerConfig {
 
         if self.session_ttl.is_zero() {
             return Err(ConfigError::ZeroSessionTtl);
+        }
+
+        for (option, value) in [
+            ("--lease-time", self.lease_time),
+            ("--sweep-interval", self.sweep_interval),
+            ("--resync-interval", self.resync_interval),
+            ("--request-timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration { option });
+            }
+        }
+
+        if let Some(interface) = &self.wg_interface
+            && !is_valid_interface_name(interface)
+        {
+            return Err(ConfigError::InvalidInterface {
+                value: interface.chars().take(64).collect(),
+            });
         }
 
         let pool = AddressPool::new(self.pool)?;
@@ -98,6 +175,13 @@ impl std::fmt::Debug for ServerConfig {
             .field("session_ttl", &self.session_ttl)
             .field("demo", &self.demo)
             .field("login_limits", &self.login_limits)
+            .field("lease_time", &self.lease_time)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("resync_interval", &self.resync_interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("wg_interface", &self.wg_interface)
+            .field("wg_program", &self.wg_program)
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -124,8 +208,25 @@ pub enum ConfigError {
     InvalidEndpoint { value: String },
     #[error("the session lifetime must be at least 1 second")]
     ZeroSessionTtl,
+    #[error("{option} must be greater than zero")]
+    ZeroDuration { option: &'static str },
+    #[error(
+        "invalid WireGuard interface name {value:?}; expected 1 to 15 letters, digits, '_', '-' or '.', such as wg0"
+    )]
+    InvalidInterface { value: String },
     #[error(transparent)]
     Pool(#[from] PoolError),
+}
+
+/// Checks a Linux network interface name: 1 to 15 bytes (IFNAMSIZ less the NUL), none
+/// of them `/`, whitespace or `:`; this also keeps it a single `wg` argument.
+pub fn is_valid_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Returns `wg0.conf` in the directory of a SQLite database, or in the current directory
@@ -274,6 +375,31 @@ mod tests {
 
         assert_eq!(valid.wg_listen_port, 51820);
         assert_eq!(valid.pool.server_address(), Ipv4Addr::new(10, 13, 0, 1));
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        for valid in ["wg0", "camwire-1", "wg_test.2", "a23456789012345"] {
+            assert!(is_valid_interface_name(valid), "{valid}");
+        }
+        for invalid in ["", "a234567890123456", "wg 0", "wg/0", "wg:0", ".."] {
+            assert!(!is_valid_interface_name(invalid), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn zero_durations_are_rejected() {
+        let mut config = ServerConfig::new("sqlite://c.db");
+        config.sweep_interval = Duration::ZERO;
+
+        let error = config.validate().expect_err("zero interval");
+
+        assert_eq!(
+            error,
+            ConfigError::ZeroDuration {
+                option: "--sweep-interval"
+            }
+        );
     }
 
     #[test]

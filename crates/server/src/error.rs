@@ -8,16 +8,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ipnet::Ipv4Net;
 
-use camwire_api::{ErrorBody, error_code};
+use camwire_api::{ErrorBody, Role, error_code};
 
 use crate::auth::PasswordError;
 use crate::backend::BackendError;
-
-/// Error codes that the wire contract's list does not have yet.
-pub mod extra_code {
-    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
-    pub const CONFLICT: &str = "conflict";
-}
 
 /// Value of `WWW-Authenticate` on every 401 (RFC 6750 section 3).
 const WWW_AUTHENTICATE: &str = "Bearer realm=\"camwire\"";
@@ -50,9 +44,7 @@ pub enum Error {
     RateLimited { retry_after: Duration },
     #[error("{}", token_message(*.0))]
     Unauthorized(TokenProblem),
-    #[error(
-        "no route for {method} {path}; the API has POST /login, GET /me, POST, GET and DELETE /wireguard/config, POST /logout and GET /healthz"
-    )]
+    #[error("no route for {method} {path}; GET /openapi.json lists the routes of the API")]
     RouteNotFound { method: String, path: String },
     #[error(
         "method {method} is not allowed on {path}; the Allow header lists the methods it accepts"
@@ -77,6 +69,15 @@ pub enum Error {
     NotConfigured,
     #[error("{0}")]
     Conflict(String),
+    #[error("this route is for administrators; the user {username:?} has the role {role}")]
+    Forbidden { username: String, role: Role },
+    #[error("no peer with the id {id:?}; GET /admin/peers lists the peers")]
+    PeerNotFound { id: String },
+    #[error(
+        "the server did not finish the request within {} s; try again later",
+        limit.as_secs()
+    )]
+    RequestTimeout { limit: Duration },
     #[error("internal server error; try again, and tell the server's operator if it persists")]
     Internal(#[from] InternalError),
 }
@@ -152,12 +153,17 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::InvalidCredentials | Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::RouteNotFound { .. } | Error::NotConfigured => StatusCode::NOT_FOUND,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::RouteNotFound { .. } | Error::NotConfigured | Error::PeerNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::PublicKeyInUse | Error::AlreadyConfigured { .. } | Error::Conflict(_) => {
                 StatusCode::CONFLICT
             }
-            Error::AddressPoolExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::AddressPoolExhausted { .. } | Error::RequestTimeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -171,13 +177,16 @@ impl Error {
             Error::RateLimited { .. } => error_code::RATE_LIMITED,
             Error::Unauthorized(_) => error_code::UNAUTHORIZED,
             Error::RouteNotFound { .. } => error_code::NOT_FOUND,
-            Error::MethodNotAllowed { .. } => extra_code::METHOD_NOT_ALLOWED,
+            Error::MethodNotAllowed { .. } => error_code::METHOD_NOT_ALLOWED,
             Error::InvalidPublicKey(_) => error_code::INVALID_PUBLIC_KEY,
             Error::PublicKeyInUse => error_code::PUBLIC_KEY_IN_USE,
             Error::AlreadyConfigured { .. } => error_code::ALREADY_CONFIGURED,
             Error::AddressPoolExhausted { .. } => error_code::ADDRESS_POOL_EXHAUSTED,
             Error::NotConfigured => error_code::NOT_CONFIGURED,
-            Error::Conflict(_) => extra_code::CONFLICT,
+            Error::Conflict(_) => error_code::CONFLICT,
+            Error::Forbidden { .. } => error_code::FORBIDDEN,
+            Error::PeerNotFound { .. } => error_code::NOT_FOUND,
+            Error::RequestTimeout { .. } => error_code::REQUEST_TIMEOUT,
             Error::Internal(_) => error_code::INTERNAL,
         }
     }

@@ -10,13 +10,18 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 use tracing_subscriber::EnvFilter;
 
-use camwire_api::{Password, Role};
+use camwire_api::{AdminPeer, Password, Role};
 use camwire_server::config::{
-    DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_POOL, DEFAULT_WG_ENDPOINT, default_wg_config_path,
+    DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_POOL, DEFAULT_WG_ENDPOINT, DEFAULT_WG_PROGRAM,
+    default_wg_config_path,
 };
 use camwire_server::db::Db;
+use camwire_server::metrics::Metrics;
+use camwire_server::peers::PeerContext;
+use camwire_server::pool::AddressPool;
+use camwire_server::replica::ReplicaSync;
 use camwire_server::users::{MAX_PASSWORD_LEN, NewUser, add_user};
-use camwire_server::{ServerConfig, start};
+use camwire_server::{ServerConfig, admin, start};
 
 /// The Camwire reference server: sign-in, WireGuard address pool and peer management.
 #[derive(Debug, Parser)]
@@ -33,6 +38,47 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// List and revoke WireGuard peers.
+    #[command(subcommand)]
+    Peers(PeersCommand),
+    /// Show the size and use of the address pool.
+    Pool(DatabaseArgs),
+}
+
+#[derive(Debug, Args)]
+struct DatabaseArgs {
+    /// Database URL, as for `serve`.
+    #[arg(long, value_name = "URL", env = "CAMWIRE_DATABASE_URL")]
+    database: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum PeersCommand {
+    /// List every peer, lowest address first.
+    List(PeersListArgs),
+    /// Revoke a peer: free its address and delete its session, so that its access token
+    /// gets 401. Running servers remove it from their WireGuard back ends within about
+    /// a second.
+    Revoke(PeersRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+struct PeersListArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+
+    /// Print the list as JSON, in the form of `GET /admin/peers`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct PeersRevokeArgs {
+    /// Id of the peer, from `peers list`.
+    id: String,
+
+    #[command(flatten)]
+    database: DatabaseArgs,
 }
 
 #[derive(Debug, Args)]
@@ -60,6 +106,33 @@ struct ServeArgs {
     /// Lifetime of an access token, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     session_ttl: u64,
+
+    /// Idle time without a WireGuard handshake after which a peer's address is reclaimed,
+    /// in seconds; a peer that never completed a handshake counts from its allocation.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    lease_time: u64,
+
+    /// Interval of the sweeper that reclaims expired and idle peers, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    sweep_interval: u64,
+
+    /// Interval of the full resynchronization of the WireGuard back end with the
+    /// database, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    resync_interval: u64,
+
+    /// Time limit of one HTTP request, in seconds; slower requests get 503.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout: u64,
+
+    /// Kernel WireGuard interface to apply the config file to with `wg`, such as wg0.
+    /// Without it, only the file changes.
+    #[arg(long, value_name = "NAME")]
+    wg_interface: Option<String>,
+
+    /// The `wg` program of wireguard-tools, for --wg-interface.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_WG_PROGRAM)]
+    wg_tool: PathBuf,
 
     /// Create the users alice, bob and admin, give them new random passwords and print
     /// them on stdout; only allowed with a loopback --listen address.
@@ -112,6 +185,9 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::User(UserCommand::Add(args)) => user_add(args).await,
+        Command::Peers(PeersCommand::List(args)) => peers_list(args).await,
+        Command::Peers(PeersCommand::Revoke(args)) => peers_revoke(args).await,
+        Command::Pool(args) => pool(args).await,
     }
 }
 
@@ -137,6 +213,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.wg_config_path = wg_config_path;
     config.wg_endpoint = args.wg_endpoint;
     config.session_ttl = Duration::from_secs(args.session_ttl);
+    config.lease_time = Duration::from_secs(args.lease_time);
+    config.sweep_interval = Duration::from_secs(args.sweep_interval);
+    config.resync_interval = Duration::from_secs(args.resync_interval);
+    config.request_timeout = Duration::from_secs(args.request_timeout);
+    config.wg_interface = args.wg_interface;
+    config.wg_program = args.wg_tool;
     config.demo = args.demo;
 
     let server = start(config)
@@ -213,6 +295,115 @@ async fn user_add(args: UserAddArgs) -> Result<()> {
         "created user {} ({}) with id {}",
         created.username, created.role, created.id
     );
+    Ok(())
+}
+
+/// Opens the database and the pool that the servers stored in it.
+async fn open_with_pool(database: &str) -> Result<(Db, AddressPool)> {
+    let db = Db::connect(database)
+        .await
+        .context("failed to open the database")?;
+
+    let Some(network) = db
+        .stored_pool()
+        .await
+        .context("failed to read the address pool")?
+    else {
+        db.close().await;
+        bail!("the database has no address pool yet; start `camwire-server serve` on it once");
+    };
+
+    let pool = AddressPool::new(network).context("the stored address pool is invalid")?;
+    Ok((db, pool))
+}
+
+async fn peers_list(args: PeersListArgs) -> Result<()> {
+    let db = Db::connect(&args.database.database)
+        .await
+        .context("failed to open the database")?;
+
+    let result = admin::list_peers(&db, None, None).await;
+    db.close().await;
+    let list = result.context("failed to list the peers")?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+
+    print_peer_table(&list.peers);
+    Ok(())
+}
+
+fn print_peer_table(peers: &[AdminPeer]) {
+    println!(
+        "{:<36}  {:<15}  {:<16}  {:<36}  {:<8}  {:<20}  {:<20}  {:<20}",
+        "ID", "ADDRESS", "USER", "SESSION", "KEY", "CREATED", "LAST HANDSHAKE", "EXPIRES"
+    );
+
+    let time = |time: chrono::DateTime<chrono::Utc>| time.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    for peer in peers {
+        let key: String = peer.public_key.chars().take(8).collect();
+        let handshake = peer.last_handshake.map_or_else(|| "never".to_owned(), time);
+
+        println!(
+            "{:<36}  {:<15}  {:<16}  {:<36}  {:<8}  {:<20}  {:<20}  {:<20}",
+            peer.id,
+            peer.address,
+            peer.username,
+            peer.session_id,
+            key,
+            time(peer.created_at),
+            handshake,
+            time(peer.expires_at)
+        );
+    }
+
+    println!("{} peers", peers.len());
+}
+
+async fn peers_revoke(args: PeersRevokeArgs) -> Result<()> {
+    let (db, pool) = open_with_pool(&args.database.database).await?;
+    let replica = ReplicaSync::new();
+    let metrics = Metrics::default();
+    let context = PeerContext {
+        db: &db,
+        pool: &pool,
+        backend: None,
+        replica: &replica,
+        metrics: &metrics,
+    };
+
+    let result = admin::revoke_peer(&context, &args.id).await;
+    db.close().await;
+    let revoked = result.with_context(|| format!("failed to revoke the peer {}", args.id))?;
+
+    let address = revoked
+        .wireguard
+        .released_address
+        .map_or_else(|| "none".to_owned(), |address| address.to_string());
+    println!(
+        "revoked peer {} of user {}: address {address} freed, session {} deleted",
+        revoked.peer_id, revoked.user_id, revoked.session_id
+    );
+    Ok(())
+}
+
+async fn pool(args: DatabaseArgs) -> Result<()> {
+    let (db, pool) = open_with_pool(&args.database).await?;
+
+    let result = admin::pool_status(&db, &pool).await;
+    db.close().await;
+    let status = result.context("failed to read the pool")?;
+
+    let lowest = status
+        .lowest_free
+        .map_or_else(|| "none".to_owned(), |address| address.to_string());
+    println!("pool {}", status.cidr);
+    println!("size {}", status.size);
+    println!("allocated {}", status.allocated);
+    println!("free {}", status.free);
+    println!("lowest_free {lowest}");
     Ok(())
 }
 

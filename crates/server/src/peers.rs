@@ -2,7 +2,9 @@
 //!
 //! Each operation runs in one database transaction, and the back end is called inside
 //! it, so that a failed call rolls the database back (allocation) or is recorded for a
-//! retry (release). The unique constraints of `peers` decide every race.
+//! retry (release). The unique constraints of `peers` decide every race. Every change
+//! also increments the peer generation and, on PostgreSQL, notifies the other replicas
+//! (see [`crate::replica`]).
 
 use std::net::Ipv4Addr;
 
@@ -13,12 +15,17 @@ use sqlx::AnyConnection;
 use camwire_api::{CleanupStatus, WireguardCleanup, WireguardConfig};
 use camwire_tunnel::PublicKey;
 
+use crate::backend::PeerBackend;
 use crate::config::PERSISTENT_KEEPALIVE;
 use crate::db::{
-    PeerRow, delete_peer_by_session, delete_session, insert_peer, insert_pending_removal,
-    release_address, take_lowest_free_address,
+    Db, PeerChange, PeerNotification, PeerRow, delete_peer_by_id, delete_peer_by_session,
+    delete_session, forget_held_free_address, insert_peer, insert_pending_removal,
+    record_peer_change, release_address, take_lowest_free_address,
 };
 use crate::error::{Error, TokenProblem, error_chain, is_unique_violation, violated_constraint};
+use crate::metrics::{Metrics, ReleaseCause};
+use crate::pool::AddressPool;
+use crate::replica::ReplicaSync;
 use crate::state::AppState;
 
 /// The caller of an authenticated request: a session and its user.
@@ -30,13 +37,45 @@ pub struct SessionContext {
     pub expires_at: i64,
 }
 
+/// Everything that a peer change touches.
+#[derive(Clone, Copy)]
+pub struct PeerContext<'a> {
+    pub db: &'a Db,
+    pub pool: &'a AddressPool,
+    /// The live back end; `None` in the command line tools, whose changes the running
+    /// servers apply when they are notified or resynchronize.
+    pub backend: Option<&'a dyn PeerBackend>,
+    pub replica: &'a ReplicaSync,
+    pub metrics: &'a Metrics,
+}
+
+impl PeerContext<'_> {
+    fn backend_name(&self) -> &'static str {
+        self.backend.map_or("none", |backend| backend.name())
+    }
+
+    /// Records the change in the transaction: generation and notification.
+    async fn record_change(
+        &self,
+        transaction: &mut AnyConnection,
+        change: PeerChange,
+    ) -> Result<i64, sqlx::Error> {
+        let notification = PeerNotification {
+            origin: self.replica.id().to_owned(),
+            change,
+        };
+        record_peer_change(transaction, self.db.kind(), &notification).await
+    }
+}
+
 /// Allocates the lowest free address to `public_key` for the caller's session.
 pub async fn allocate(
     state: &AppState,
     session: &SessionContext,
     public_key: PublicKey,
 ) -> Result<PeerRow, Error> {
-    let db = state.db();
+    let context = state.peer_context();
+    let db = context.db;
 
     // Read first, to return a precise error in the common cases; the constraints below
     // still decide when two requests race.
@@ -50,18 +89,48 @@ pub async fn allocate(
         return Err(Error::PublicKeyInUse);
     }
 
-    let mut transaction = db.pool().begin().await?;
+    // A unique violation on the address means that the free table listed a held
+    // address. The repair deletes that row, and one more attempt takes the next one.
+    let stale_address = match allocate_once(&context, session, public_key).await? {
+        Attempt::Allocated(peer) => return Ok(peer),
+        Attempt::StaleFreeAddress(address) => address,
+    };
 
-    let Some(address) = take_lowest_free_address(&mut transaction).await? else {
+    repair_free_address(&context, stale_address).await?;
+
+    match allocate_once(&context, session, public_key).await? {
+        Attempt::Allocated(peer) => Ok(peer),
+        Attempt::StaleFreeAddress(address) => Err(Error::Conflict(format!(
+            "the address {address} is listed as free but held by a peer; try again"
+        ))),
+    }
+}
+
+/// Outcome of one allocation transaction.
+enum Attempt {
+    Allocated(PeerRow),
+    /// The insert hit the unique address constraint; nothing was changed.
+    StaleFreeAddress(Ipv4Addr),
+}
+
+async fn allocate_once(
+    context: &PeerContext<'_>,
+    session: &SessionContext,
+    public_key: PublicKey,
+) -> Result<Attempt, Error> {
+    let _gate = context.replica.lock_for_change().await;
+    let mut transaction = context.db.pool().begin().await?;
+
+    let Some(address) = take_lowest_free_address(&mut transaction, context.db.kind()).await? else {
         tracing::warn!(
             user_id = %session.user_id,
             session_id = %session.session_id,
-            pool = %state.pool(),
+            pool = %context.pool,
             outcome = "address_pool_exhausted",
             "allocation failed"
         );
         return Err(Error::AddressPoolExhausted {
-            pool: state.pool().network(),
+            pool: context.pool.network(),
         });
     };
 
@@ -77,18 +146,30 @@ pub async fn allocate(
         Ok(peer) => peer,
         Err(error) => {
             drop(transaction);
-            return Err(classify_insert_error(state, session, error).await);
+            return classify_insert_error(context, session, address, error).await;
         }
     };
 
     // A failure here drops the transaction, which rolls back and keeps the address free.
-    state.backend().add_peer(public_key, address).await?;
+    if let Some(backend) = context.backend {
+        backend.add_peer(public_key, address).await?;
+    }
 
-    if let Err(error) = transaction.commit().await {
-        undo_add(state, public_key).await;
+    let committed = commit_change(
+        context,
+        transaction,
+        PeerChange::Added {
+            public_key,
+            address,
+        },
+    )
+    .await;
+    if let Err(error) = committed {
+        undo_add(context, public_key).await;
         return Err(error.into());
     }
 
+    context.metrics.record_allocation();
     tracing::info!(
         user_id = %session.user_id,
         session_id = %session.session_id,
@@ -98,67 +179,99 @@ pub async fn allocate(
         "peer allocated"
     );
 
-    Ok(peer)
+    Ok(Attempt::Allocated(peer))
+}
+
+/// Records `change`, commits, and notes the generation as this replica's own.
+async fn commit_change(
+    context: &PeerContext<'_>,
+    mut transaction: sqlx::Transaction<'_, sqlx::Any>,
+    change: PeerChange,
+) -> Result<(), sqlx::Error> {
+    let generation = context.record_change(&mut transaction, change).await?;
+    transaction.commit().await?;
+    context.replica.note_own_generation(generation);
+    Ok(())
 }
 
 /// Maps a failed peer insert to the error that names the conflict.
 async fn classify_insert_error(
-    state: &AppState,
+    context: &PeerContext<'_>,
     session: &SessionContext,
+    address: Ipv4Addr,
     error: sqlx::Error,
-) -> Error {
+) -> Result<Attempt, Error> {
     if !is_unique_violation(&error) {
-        return error.into();
+        return Err(error.into());
     }
 
     let constraint = violated_constraint(&error).unwrap_or_default();
 
     if constraint.contains("session_id") {
-        return match state.db().find_peer_by_session(&session.session_id).await {
-            Ok(Some(existing)) => Error::AlreadyConfigured {
+        return match context.db.find_peer_by_session(&session.session_id).await {
+            Ok(Some(existing)) => Err(Error::AlreadyConfigured {
                 address: existing.address,
-            },
-            Ok(None) => error.into(),
-            Err(lookup) => lookup.into(),
+            }),
+            Ok(None) => Err(error.into()),
+            Err(lookup) => Err(lookup.into()),
         };
     }
 
     if constraint.contains("public_key") {
-        return Error::PublicKeyInUse;
+        return Err(Error::PublicKeyInUse);
     }
 
-    // Two peers for one address means the free table lists a held address.
-    tracing::warn!(
-        session_id = %session.session_id,
-        constraint = %constraint,
-        "peer insert hit a unique constraint; the free-address table may be out of date"
-    );
-    error.into()
+    if constraint.contains("address") {
+        tracing::warn!(
+            session_id = %session.session_id,
+            address = %address,
+            "the free-address table listed an address that a peer holds; repairing it"
+        );
+        return Ok(Attempt::StaleFreeAddress(address));
+    }
+
+    Err(error.into())
+}
+
+/// Deletes a held address from the free table, in its own transaction.
+async fn repair_free_address(context: &PeerContext<'_>, address: Ipv4Addr) -> Result<(), Error> {
+    let mut transaction = context.db.pool().begin().await?;
+    forget_held_free_address(&mut transaction, address).await?;
+    transaction.commit().await?;
+    Ok(())
 }
 
 /// Takes a peer out of the back end again after its database transaction failed.
-async fn undo_add(state: &AppState, public_key: PublicKey) {
-    if let Err(error) = state.backend().remove_peer(public_key).await {
+async fn undo_add(context: &PeerContext<'_>, public_key: PublicKey) {
+    let Some(backend) = context.backend else {
+        return;
+    };
+
+    if let Err(error) = backend.remove_peer(public_key).await {
         tracing::error!(
             key_fingerprint = %public_key.fingerprint(),
             error = %error_chain(&error),
-            "failed to remove a peer whose allocation was rolled back; it stays in the back end until the next start"
+            "failed to remove a peer whose allocation was rolled back; the next resynchronization removes it"
         );
     }
 }
 
 /// Puts a peer back into the back end after the transaction that released it failed.
-async fn undo_remove(state: &AppState, peer: &PeerRow) {
-    if let Err(error) = state
-        .backend()
-        .add_peer(peer.public_key, peer.address)
-        .await
-    {
+async fn undo_remove(context: &PeerContext<'_>, released: &Released) {
+    let Some(backend) = context.backend else {
+        return;
+    };
+    if !released.cleanup.peer_removed {
+        return;
+    }
+
+    let peer = &released.peer;
+    if let Err(error) = backend.add_peer(peer.public_key, peer.address).await {
         tracing::error!(
             key_fingerprint = %peer.public_key.fingerprint(),
             address = %peer.address,
             error = %error_chain(&error),
-            "failed to restore a peer whose release was rolled back; the next start restores it"
+            "failed to restore a peer whose release was rolled back; the next resynchronization restores it"
         );
     }
 }
@@ -185,51 +298,184 @@ pub fn unix_to_datetime(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(seconds, 0).unwrap_or_default()
 }
 
-/// A released peer, for logging after the commit.
-struct Released {
-    peer: PeerRow,
-    cleanup: WireguardCleanup,
+/// Which peer a release takes.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerSelector<'a> {
+    /// The peer of this session, if it has one.
+    Session(&'a str),
+    /// The peer with this id.
+    Peer(&'a str),
 }
 
-/// Deletes the session's peer, removes it from the back end and frees its address,
-/// inside `transaction`. A failed back-end removal is recorded in `pending_removals` and
-/// reported as `failed`; the database side is freed all the same.
+/// What a release does with the peer's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    /// Keep the session, so that its token stays valid.
+    Keep,
+    /// Delete the session, so that its token gets 401.
+    Delete,
+    /// Delete the session, and fail with 401 when it is already gone (a concurrent
+    /// sign-out of the same session).
+    DeleteExisting,
+}
+
+/// A released peer and what became of it.
+#[derive(Debug, Clone)]
+pub struct Released {
+    pub peer: PeerRow,
+    pub cleanup: WireguardCleanup,
+}
+
+/// Result of [`release_peer`].
+#[derive(Debug, Clone)]
+pub struct ReleaseOutcome {
+    /// The peer that was released, or `None` when there was none.
+    pub released: Option<Released>,
+    /// Whether the session was deleted.
+    pub session_deleted: bool,
+}
+
+impl ReleaseOutcome {
+    /// Returns the cleanup for the response: the peer's, or `not_configured`.
+    pub fn cleanup(&self) -> WireguardCleanup {
+        match &self.released {
+            Some(released) => released.cleanup.clone(),
+            None => not_configured(),
+        }
+    }
+}
+
+/// Deletes a peer, removes it from the back end and frees its address, then handles
+/// its session as `session_action` says, all in one transaction.
+///
+/// A failed back-end removal is recorded in `pending_removals` and reported as
+/// `failed`; the database side is freed all the same. Every release is logged with the
+/// user id, session id, address and `cause`.
+pub async fn release_peer(
+    context: &PeerContext<'_>,
+    selector: PeerSelector<'_>,
+    cause: ReleaseCause,
+    session_action: SessionAction,
+) -> Result<ReleaseOutcome, Error> {
+    let _gate = context.replica.lock_for_change().await;
+    let mut transaction = context.db.pool().begin().await?;
+
+    let released = release_in(context, &mut transaction, selector).await?;
+
+    let session_id = match (&released, selector) {
+        (Some(released), _) => Some(released.peer.session_id.clone()),
+        (None, PeerSelector::Session(session_id)) => Some(session_id.to_owned()),
+        (None, PeerSelector::Peer(_)) => None,
+    };
+
+    let session_deleted = match (session_action, session_id) {
+        (SessionAction::Keep, _) | (_, None) => false,
+        (_, Some(session_id)) => match delete_session(&mut transaction, &session_id).await {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                drop(transaction);
+                if let Some(released) = &released {
+                    undo_remove(context, released).await;
+                }
+                return Err(error.into());
+            }
+        },
+    };
+
+    if session_action == SessionAction::DeleteExisting && !session_deleted {
+        drop(transaction);
+        if let Some(released) = &released {
+            undo_remove(context, released).await;
+        }
+        return Err(Error::Unauthorized(TokenProblem::Invalid));
+    }
+
+    let committed = match &released {
+        Some(released) => {
+            let change = PeerChange::Removed {
+                public_key: released.peer.public_key,
+            };
+            commit_change(context, transaction, change).await
+        }
+        None => transaction.commit().await,
+    };
+    if let Err(error) = committed {
+        if let Some(released) = &released {
+            undo_remove(context, released).await;
+        }
+        return Err(error.into());
+    }
+
+    if let Some(released) = &released {
+        context.metrics.record_release(cause);
+        log_release(released, cause);
+    }
+
+    Ok(ReleaseOutcome {
+        released,
+        session_deleted,
+    })
+}
+
+/// Deletes the selected peer, removes it from the back end and frees its address,
+/// inside `transaction`.
 async fn release_in(
-    state: &AppState,
+    context: &PeerContext<'_>,
     transaction: &mut AnyConnection,
-    session: &SessionContext,
+    selector: PeerSelector<'_>,
 ) -> Result<Option<Released>, Error> {
-    let Some(peer) = delete_peer_by_session(transaction, &session.session_id).await? else {
+    let deleted = match selector {
+        PeerSelector::Session(session_id) => {
+            delete_peer_by_session(transaction, session_id).await?
+        }
+        PeerSelector::Peer(peer_id) => delete_peer_by_id(transaction, peer_id).await?,
+    };
+    let Some(peer) = deleted else {
         return Ok(None);
     };
 
-    let removal = state.backend().remove_peer(peer.public_key).await;
+    let removal = match context.backend {
+        Some(backend) => Some(backend.remove_peer(peer.public_key).await),
+        None => None,
+    };
 
     // Addresses of an older, larger pool are not handed out again.
-    if state.pool().is_client_address(peer.address)
+    if context.pool.is_client_address(peer.address)
         && let Err(error) = release_address(transaction, peer.address).await
     {
-        if removal.is_ok() {
-            undo_remove(state, &peer).await;
+        if let Some(Ok(())) = removal
+            && let Some(backend) = context.backend
+        {
+            let _ = backend.add_peer(peer.public_key, peer.address).await;
         }
         return Err(error.into());
     }
 
     let cleanup = match removal {
-        Ok(()) => WireguardCleanup {
+        Some(Ok(())) => WireguardCleanup {
             status: CleanupStatus::Revoked,
             released_address: Some(peer.address),
             peer_removed: true,
             detail: None,
         },
-        Err(error) => {
+        // The command line changes only the database; the running servers remove the
+        // peer when they are notified or resynchronize.
+        None => WireguardCleanup {
+            status: CleanupStatus::Revoked,
+            released_address: Some(peer.address),
+            peer_removed: false,
+            detail: Some(
+                "the running servers remove the peer from their WireGuard back ends when they apply the change".into(),
+            ),
+        },
+        Some(Err(error)) => {
             let reason = error_chain(&error);
             tracing::warn!(
-                user_id = %session.user_id,
-                session_id = %session.session_id,
+                user_id = %peer.user_id,
+                session_id = %peer.session_id,
                 address = %peer.address,
                 key_fingerprint = %peer.public_key.fingerprint(),
-                backend = state.backend().name(),
+                backend = context.backend_name(),
                 error = %reason,
                 "failed to remove the peer from the back end; recorded for a retry"
             );
@@ -241,7 +487,7 @@ async fn release_in(
                 peer_removed: false,
                 detail: Some(format!(
                     "removing the peer from the {} back end failed; the address is free and the server retries the removal",
-                    state.backend().name()
+                    context.backend_name()
                 )),
             }
         }
@@ -265,62 +511,28 @@ pub async fn release(
     state: &AppState,
     session: &SessionContext,
 ) -> Result<WireguardCleanup, Error> {
-    let mut transaction = state.db().pool().begin().await?;
+    let outcome = release_peer(
+        &state.peer_context(),
+        PeerSelector::Session(&session.session_id),
+        ReleaseCause::Revoke,
+        SessionAction::Keep,
+    )
+    .await?;
 
-    let Some(released) = release_in(state, &mut transaction, session).await? else {
-        return Ok(not_configured());
-    };
-
-    if let Err(error) = transaction.commit().await {
-        undo_remove(state, &released.peer).await;
-        return Err(error.into());
-    }
-
-    log_release(session, &released);
-    Ok(released.cleanup)
+    Ok(outcome.cleanup())
 }
 
 /// Signs the caller's session out: frees its peer and deletes the session, in one
 /// transaction (`POST /logout`). Touches no other session.
 pub async fn logout(state: &AppState, session: &SessionContext) -> Result<WireguardCleanup, Error> {
-    let mut transaction = state.db().pool().begin().await?;
-
-    let released = release_in(state, &mut transaction, session).await?;
-
-    let deleted = match delete_session(&mut transaction, &session.session_id).await {
-        Ok(deleted) => deleted,
-        Err(error) => {
-            drop(transaction);
-            if let Some(released) = &released {
-                undo_remove(state, &released.peer).await;
-            }
-            return Err(error.into());
-        }
-    };
-
-    // A concurrent sign-out of the same session deleted it first.
-    if !deleted {
-        drop(transaction);
-        if let Some(released) = &released {
-            undo_remove(state, &released.peer).await;
-        }
-        return Err(Error::Unauthorized(TokenProblem::Invalid));
-    }
-
-    if let Err(error) = transaction.commit().await {
-        if let Some(released) = &released {
-            undo_remove(state, &released.peer).await;
-        }
-        return Err(error.into());
-    }
-
-    let cleanup = match released {
-        Some(released) => {
-            log_release(session, &released);
-            released.cleanup
-        }
-        None => not_configured(),
-    };
+    let outcome = release_peer(
+        &state.peer_context(),
+        PeerSelector::Session(&session.session_id),
+        ReleaseCause::Logout,
+        SessionAction::DeleteExisting,
+    )
+    .await?;
+    let cleanup = outcome.cleanup();
 
     tracing::info!(
         user_id = %session.user_id,
@@ -333,12 +545,15 @@ pub async fn logout(state: &AppState, session: &SessionContext) -> Result<Wiregu
     Ok(cleanup)
 }
 
-fn log_release(session: &SessionContext, released: &Released) {
+fn log_release(released: &Released, cause: ReleaseCause) {
+    let peer = &released.peer;
+
     tracing::info!(
-        user_id = %session.user_id,
-        session_id = %session.session_id,
-        address = %released.peer.address,
-        key_fingerprint = %released.peer.public_key.fingerprint(),
+        user_id = %peer.user_id,
+        session_id = %peer.session_id,
+        address = %peer.address,
+        key_fingerprint = %peer.public_key.fingerprint(),
+        cause = cause.as_str(),
         outcome = cleanup_outcome(released.cleanup.status),
         "peer released"
     );

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::config::ServerConfig;
 use crate::db::Db;
 use crate::http::router;
-use crate::state::{App, AppState, StartError};
+use crate::state::{App, AppState, BackgroundTasks, StartError};
 use crate::users::DemoUser;
 
 /// Time that [`RunningServer::shutdown`] gives open requests to finish before it drops
@@ -34,9 +34,11 @@ pub struct RunningServer {
     demo_users: Vec<DemoUser>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    background: Option<BackgroundTasks>,
 }
 
-/// Prepares the server (database, pool, config file, demo users) and starts serving.
+/// Prepares the server (database, pool, config file, demo users), starts the sweeper and
+/// the replica synchronization, and starts serving.
 ///
 /// The listener is bound when this returns, so [`RunningServer::local_addr`] is the real
 /// address also for port 0.
@@ -54,6 +56,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         source,
     })?;
 
+    let background = app.spawn_background_tasks();
     let (stop, stopped) = oneshot::channel::<()>();
     let service = router(app.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
@@ -73,6 +76,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         demo_users: app.demo_users,
         stop: Some(stop),
         task,
+        background: Some(background),
     })
 }
 
@@ -107,6 +111,7 @@ impl RunningServer {
                 self.shutdown().await
             }
             result = &mut self.task => {
+                drop(self.background.take());
                 self.state.db().close().await;
                 result??;
                 Ok(())
@@ -114,12 +119,13 @@ impl RunningServer {
         }
     }
 
-    /// Stops accepting connections, lets open requests finish for up to
-    /// [`SHUTDOWN_GRACE`], then closes the database.
+    /// Stops the background tasks and accepting connections, lets open requests finish
+    /// for up to [`SHUTDOWN_GRACE`], then closes the database.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        drop(self.background.take());
 
         let result = match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.task).await {
             Ok(joined) => joined

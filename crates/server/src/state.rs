@@ -8,11 +8,15 @@ use camwire_api::Password;
 use camwire_tunnel::{PrivateKey, PublicKey};
 
 use crate::auth::{PasswordError, hash_password};
-use crate::backend::{BackendError, PeerBackend, WgConfigBackend, WgInterface};
-use crate::config::{ConfigError, ServerConfig};
-use crate::db::{Db, DbError, PoolChange, reconcile_pool};
+use crate::backend::{BackendError, PeerBackend, WgConfigBackend, WgInterface, WgTool};
+use crate::config::{BackendChoice, ConfigError, ServerConfig};
+use crate::db::{Db, DbError, DbKind, PoolChange, reconcile_pool};
+use crate::error::error_chain;
+use crate::metrics::Metrics;
+use crate::peers::PeerContext;
 use crate::pool::AddressPool;
 use crate::rate_limit::LoginLimiter;
+use crate::replica::{ReplicaSync, SyncSettings};
 use crate::users::{AddUserError, DemoUser, ensure_demo_users};
 
 /// Errors of starting a server.
@@ -53,7 +57,11 @@ struct Shared {
     server_public_key: PublicKey,
     wg_endpoint: String,
     session_ttl: Duration,
+    lease_time: Duration,
+    request_timeout: Duration,
     limiter: Mutex<LoginLimiter>,
+    metrics: Metrics,
+    replica: Arc<ReplicaSync>,
     /// Hash of a random password, verified for unknown user names so that they cost the
     /// same Argon2 work as a wrong password.
     dummy_password_hash: String,
@@ -84,6 +92,33 @@ impl AppState {
         self.inner.session_ttl
     }
 
+    pub fn lease_time(&self) -> Duration {
+        self.inner.lease_time
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn replica(&self) -> &Arc<ReplicaSync> {
+        &self.inner.replica
+    }
+
+    /// Returns what a peer change of a request touches.
+    pub fn peer_context(&self) -> PeerContext<'_> {
+        PeerContext {
+            db: &self.inner.db,
+            pool: &self.inner.pool,
+            backend: Some(self.inner.backend.as_ref()),
+            replica: &self.inner.replica,
+            metrics: &self.inner.metrics,
+        }
+    }
+
     pub fn dummy_password_hash(&self) -> &str {
         &self.inner.dummy_password_hash
     }
@@ -98,11 +133,33 @@ impl AppState {
     }
 }
 
-/// A prepared server: database migrated, pool reconciled, config file rewritten.
+/// A prepared server: database migrated, pool reconciled, back end synchronized.
 pub struct App {
     pub state: AppState,
     /// Demo users with this start's passwords; empty without `--demo`.
     pub demo_users: Vec<DemoUser>,
+    background: BackgroundSettings,
+}
+
+/// Settings of the tasks that [`App::spawn_background_tasks`] starts.
+#[derive(Debug, Clone)]
+struct BackgroundSettings {
+    sweep_interval: Duration,
+    sync: SyncSettings,
+}
+
+/// The sweeper and the replica synchronization of a server; aborted on drop.
+#[derive(Debug)]
+pub struct BackgroundTasks {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for handle in &self.handles {
+            handle.abort();
+        }
+    }
 }
 
 impl App {
@@ -119,9 +176,26 @@ impl App {
 
         let private_key = load_or_generate_server_key(&config.wg_config_path)?;
         let server_public_key = private_key.public_key();
+        let replica = Arc::new(ReplicaSync::new());
 
-        let backend =
-            open_wg_config_backend(&db, config, &pool, private_key, valid.wg_listen_port).await?;
+        let backend: Arc<dyn PeerBackend> = match &config.backend {
+            BackendChoice::WgConfig => Arc::new(
+                open_wg_config_backend(
+                    &db,
+                    config,
+                    &pool,
+                    private_key,
+                    valid.wg_listen_port,
+                    &replica,
+                )
+                .await?,
+            ),
+            BackendChoice::Provided(backend) => {
+                sync_provided_backend(&db, backend.as_ref(), &replica).await?;
+                Arc::clone(backend)
+            }
+        };
+        log_handshake_tracking(backend.as_ref(), config).await;
 
         let demo_users = if config.demo {
             ensure_demo_users(&db).await?
@@ -135,14 +209,30 @@ impl App {
                 .await
                 .map_err(|error| StartError::Backend(BackendError::Task(error)))??;
 
+        let postgres_url = match db.kind() {
+            DbKind::Postgres => Some(config.database_url.clone()),
+            DbKind::Sqlite => None,
+        };
+        let background = BackgroundSettings {
+            sweep_interval: config.sweep_interval,
+            sync: SyncSettings {
+                resync_interval: config.resync_interval,
+                postgres_url,
+            },
+        };
+
         let shared = Shared {
             db,
-            backend: Arc::new(backend),
+            backend,
             pool,
             server_public_key,
             wg_endpoint: config.wg_endpoint.clone(),
             session_ttl: config.session_ttl,
+            lease_time: config.lease_time,
+            request_timeout: config.request_timeout,
             limiter: Mutex::new(LoginLimiter::new(config.login_limits)),
+            metrics: Metrics::default(),
+            replica,
             dummy_password_hash,
         };
 
@@ -151,7 +241,71 @@ impl App {
                 inner: Arc::new(shared),
             },
             demo_users,
+            background,
         })
+    }
+
+    /// Starts the lease sweeper and the synchronization with other replicas; they run
+    /// until the returned value is dropped.
+    pub fn spawn_background_tasks(&self) -> BackgroundTasks {
+        let state = &self.state;
+
+        let mut handles = crate::replica::spawn(
+            state.db().clone(),
+            Arc::clone(state.backend()),
+            Arc::clone(state.replica()),
+            self.background.sync.clone(),
+        );
+        handles.push(crate::sweeper::spawn(
+            state.clone(),
+            state.lease_time(),
+            self.background.sweep_interval,
+        ));
+
+        BackgroundTasks { handles }
+    }
+}
+
+/// Brings a caller's back end to the database's peers at start.
+async fn sync_provided_backend(
+    db: &Db,
+    backend: &dyn PeerBackend,
+    replica: &ReplicaSync,
+) -> Result<(), StartError> {
+    let report =
+        crate::replica::resync(db, backend, replica)
+            .await
+            .map_err(|error| match error {
+                crate::replica::ResyncError::Database(error) => StartError::LoadPeers(error),
+                crate::replica::ResyncError::Backend(error) => StartError::Backend(error),
+            })?;
+
+    tracing::info!(
+        backend = backend.name(),
+        added = report.added,
+        removed = report.removed,
+        "synchronized the back end with the database"
+    );
+    Ok(())
+}
+
+/// Logs whether idle peers are reclaimed, which depends on the back end.
+async fn log_handshake_tracking(backend: &dyn PeerBackend, config: &ServerConfig) {
+    match backend.last_handshakes().await {
+        Ok(Some(_)) => tracing::info!(
+            backend = backend.name(),
+            lease_seconds = config.lease_time.as_secs(),
+            "peers without a handshake for the lease time are reclaimed"
+        ),
+        Ok(None) => tracing::info!(
+            backend = backend.name(),
+            "the back end does not report handshakes, so peers are reclaimed only when their session expires; pass --wg-interface to reclaim idle peers"
+        ),
+        Err(error) => tracing::warn!(
+            backend = backend.name(),
+            error = %error_chain(&error),
+            "failed to read the last handshakes; the sweeper tries again"
+        ),
     }
 }
 
@@ -174,15 +328,18 @@ fn load_or_generate_server_key(path: &Path) -> Result<PrivateKey, StartError> {
     Ok(key)
 }
 
-/// Opens the wg-config back end with every peer of the database, which rewrites the file.
-/// Pending removals are then complete, because the new file lists only the database's peers.
+/// Opens the wg-config back end with every peer of the database, which rewrites the file
+/// and synchronizes the live interface. Pending removals are then complete, because the
+/// new file lists only the database's peers.
 async fn open_wg_config_backend(
     db: &Db,
     config: &ServerConfig,
     pool: &AddressPool,
     private_key: PrivateKey,
     listen_port: u16,
+    replica: &ReplicaSync,
 ) -> Result<WgConfigBackend, StartError> {
+    let generation = db.peer_generation().await.map_err(StartError::LoadPeers)?;
     let peers = db.list_peers().await.map_err(StartError::LoadPeers)?;
     let peer_count = peers.len();
 
@@ -191,10 +348,16 @@ async fn open_wg_config_backend(
         listen_port,
         address: pool.interface_address(),
     };
+    let wg = config.wg_interface.as_ref().map(|name| WgTool {
+        program: config.wg_program.clone(),
+        interface: name.clone(),
+    });
     let entries = peers
         .into_iter()
         .map(|peer| (peer.public_key, peer.address));
-    let backend = WgConfigBackend::open(config.wg_config_path.clone(), interface, entries).await?;
+    let backend =
+        WgConfigBackend::open(config.wg_config_path.clone(), interface, wg, entries).await?;
+    replica.mark_applied(generation);
 
     let completed = db
         .clear_pending_removals()
@@ -202,6 +365,7 @@ async fn open_wg_config_backend(
         .map_err(StartError::LoadPeers)?;
     tracing::info!(
         path = %config.wg_config_path.display(),
+        interface = config.wg_interface.as_deref(),
         peers = peer_count,
         pending_removals_completed = completed,
         "rewrote the WireGuard config from the database"

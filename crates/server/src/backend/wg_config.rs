@@ -10,7 +10,9 @@ use tokio::sync::Mutex;
 
 use camwire_tunnel::{PrivateKey, PublicKey};
 
-use super::{BackendError, LivePeer, PeerBackend};
+use super::{
+    BackendError, Handshakes, LivePeer, PeerBackend, SyncReport, WgTool, WgToolError, plan_sync,
+};
 use crate::atomic_file::write_atomically;
 use crate::wg_conf::{self, InterfaceSection, PeerSection, WgConfigFile};
 
@@ -26,17 +28,23 @@ pub struct WgInterface {
     pub address: Ipv4Net,
 }
 
-/// Keeps a wg-quick config file with one `[Peer]` per allocated address.
+/// Keeps a wg-quick config file with one `[Peer]` per allocated address and, when it has
+/// a [`WgTool`], applies every change to that live interface.
 ///
 /// The file is rendered in full from the back end's peer list and replaced atomically
-/// on every change, so it never contains a half-written section.
+/// on every change, so it never contains a half-written section. On the live interface,
+/// an addition runs `wg syncconf` with the file stripped of the wg-quick-only `Address`
+/// line, and a removal runs `wg set INTERFACE peer KEY remove`, which leaves the other
+/// peers' sessions alone. Last handshakes come from `wg show INTERFACE latest-handshakes`.
 ///
-/// TODO: apply the file to a live interface with `wg syncconf`; until then the file is
-/// the only effect, and `peers` reports no handshake times.
+/// NOTE: every change renders and writes the whole file, and an addition on a live
+/// interface makes `wg` read it whole, so a change costs time in proportion to the
+/// number of peers.
 #[derive(Debug)]
 pub struct WgConfigBackend {
     path: PathBuf,
     interface: WgInterface,
+    wg: Option<WgTool>,
     /// Address of each peer, by public key; the desired contents of the file.
     peers: Mutex<HashMap<PublicKey, Ipv4Addr>>,
 }
@@ -64,20 +72,24 @@ impl WgConfigBackend {
         Ok(Some(parsed.interface.private_key))
     }
 
-    /// Creates the back end with `peers` and writes the file at once, replacing its old contents.
+    /// Creates the back end with `peers` and writes the file at once, replacing its old
+    /// contents. With `wg`, the live interface is then synchronized with the file.
     pub async fn open(
         path: PathBuf,
         interface: WgInterface,
+        wg: Option<WgTool>,
         peers: impl IntoIterator<Item = (PublicKey, Ipv4Addr)>,
     ) -> Result<Self, BackendError> {
         let backend = Self {
             path,
             interface,
+            wg,
             peers: Mutex::new(peers.into_iter().collect()),
         };
 
         let peers = backend.peers.lock().await;
         backend.write(&peers).await?;
+        backend.apply_to_interface(&peers).await?;
         drop(peers);
 
         Ok(backend)
@@ -85,6 +97,11 @@ impl WgConfigBackend {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Returns the live interface's tool, when the back end has one.
+    pub fn wg_tool(&self) -> Option<&WgTool> {
+        self.wg.as_ref()
     }
 
     /// Renders the file from `peers` and replaces the file with it.
@@ -98,6 +115,45 @@ impl WgConfigBackend {
                 .map_err(|source| BackendError::WriteConfig { path, source })
         })
         .await?
+    }
+
+    /// Runs `wg syncconf` with `peers`, when the back end has a live interface.
+    ///
+    /// The stripped config goes to a temporary file of mode 0600 beside the config file,
+    /// because it contains the private key; the file is deleted when the call ends.
+    async fn apply_to_interface(
+        &self,
+        peers: &HashMap<PublicKey, Ipv4Addr>,
+    ) -> Result<(), BackendError> {
+        let Some(wg) = &self.wg else {
+            return Ok(());
+        };
+
+        let mut config = self.file_contents(peers);
+        // `Address` is a wg-quick setting that `wg` rejects, as `wg-quick strip` knows.
+        config.interface.address = None;
+        let directory = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+
+        let stripped = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+
+            let text = wg_conf::render(&config);
+            let mut file = tempfile::Builder::new()
+                .prefix(".camwire-syncconf-")
+                .tempfile_in(directory)?;
+            file.write_all(text.as_bytes())?;
+            file.as_file().sync_all()?;
+            Ok::<_, std::io::Error>(file.into_temp_path())
+        })
+        .await?
+        .map_err(WgToolError::TemporaryFile)?;
+
+        wg.run(&wg.syncconf_args(&stripped)).await?;
+        drop(stripped);
+        Ok(())
     }
 
     fn file_contents(&self, peers: &HashMap<PublicKey, Ipv4Addr>) -> WgConfigFile {
@@ -132,16 +188,26 @@ impl PeerBackend for WgConfigBackend {
 
     async fn add_peer(&self, public_key: PublicKey, address: Ipv4Addr) -> Result<(), BackendError> {
         let mut peers = self.peers.lock().await;
-        let previous = peers.insert(public_key, address);
+        let before = peers.clone();
 
-        let result = self.write(&peers).await;
+        peers.retain(|key, held| *key == public_key || *held != address);
+        peers.insert(public_key, address);
 
-        // The peer was not added, so the file's next rewrite must not add it either.
+        let mut result = self.write(&peers).await;
+        if result.is_ok() {
+            result = self.apply_to_interface(&peers).await;
+        }
+
+        // The peer was not added, so neither the list nor the file may keep it.
         if result.is_err() {
-            match previous {
-                Some(previous) => peers.insert(public_key, previous),
-                None => peers.remove(&public_key),
-            };
+            *peers = before;
+            if let Err(error) = self.write(&peers).await {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    error = %crate::error::error_chain(&error),
+                    "failed to restore the WireGuard config after a failed addition; the next change rewrites it"
+                );
+            }
         }
 
         result
@@ -150,11 +216,22 @@ impl PeerBackend for WgConfigBackend {
     async fn remove_peer(&self, public_key: PublicKey) -> Result<(), BackendError> {
         let mut peers = self.peers.lock().await;
 
-        // The peer stays out of the list even when the write fails: its address is free
+        // The peer stays out of the list even when a step fails: its address is free
         // in the database, so the next successful rewrite must drop it.
         peers.remove(&public_key);
 
-        self.write(&peers).await
+        let written = self.write(&peers).await;
+
+        // The live removal runs even when the file write failed, because it is what
+        // ends the client's tunnel.
+        let removed_live = match &self.wg {
+            Some(wg) => wg.run(&wg.remove_peer_args(&public_key)).await.map(drop),
+            None => Ok(()),
+        };
+
+        written?;
+        removed_live?;
+        Ok(())
     }
 
     async fn peers(&self) -> Result<Vec<LivePeer>, BackendError> {
@@ -165,12 +242,45 @@ impl PeerBackend for WgConfigBackend {
             .map(|(public_key, address)| LivePeer {
                 public_key: *public_key,
                 address: *address,
-                last_handshake: None,
             })
             .collect();
         live.sort_by_key(|peer| peer.address);
 
         Ok(live)
+    }
+
+    async fn last_handshakes(&self) -> Result<Option<Handshakes>, BackendError> {
+        let Some(wg) = &self.wg else {
+            return Ok(None);
+        };
+
+        Ok(Some(wg.latest_handshakes().await?))
+    }
+
+    async fn sync(&self, desired: &[LivePeer]) -> Result<SyncReport, BackendError> {
+        let mut peers = self.peers.lock().await;
+
+        let current: Vec<LivePeer> = peers
+            .iter()
+            .map(|(public_key, address)| LivePeer {
+                public_key: *public_key,
+                address: *address,
+            })
+            .collect();
+        let report = plan_sync(&current, desired).report();
+
+        // The live interface is synchronized even when the list did not change, because
+        // another program may have changed the interface.
+        *peers = desired
+            .iter()
+            .map(|peer| (peer.public_key, peer.address))
+            .collect();
+        if !report.is_empty() {
+            self.write(&peers).await?;
+        }
+        self.apply_to_interface(&peers).await?;
+
+        Ok(report)
     }
 }
 
@@ -201,7 +311,7 @@ mod tests {
             (high, Ipv4Addr::new(10, 13, 0, 9)),
             (low, Ipv4Addr::new(10, 13, 0, 2)),
         ];
-        WgConfigBackend::open(path.clone(), interface(), peers)
+        WgConfigBackend::open(path.clone(), interface(), None, peers)
             .await
             .expect("opens");
 
@@ -220,7 +330,7 @@ mod tests {
     async fn add_and_remove_rewrite_the_file() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("wg0.conf");
-        let backend = WgConfigBackend::open(path.clone(), interface(), [])
+        let backend = WgConfigBackend::open(path.clone(), interface(), None, [])
             .await
             .expect("opens");
         let key = PrivateKey::generate().public_key();
@@ -243,7 +353,7 @@ mod tests {
     async fn failed_add_leaves_file_and_list_unchanged() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("wg0.conf");
-        let backend = WgConfigBackend::open(path.clone(), interface(), [])
+        let backend = WgConfigBackend::open(path.clone(), interface(), None, [])
             .await
             .expect("opens");
         let before = std::fs::read_to_string(&path).expect("readable");
@@ -268,7 +378,7 @@ mod tests {
     async fn failed_remove_is_completed_by_next_write() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("wg0.conf");
-        let backend = WgConfigBackend::open(path.clone(), interface(), [])
+        let backend = WgConfigBackend::open(path.clone(), interface(), None, [])
             .await
             .expect("opens");
         let removed_key = PrivateKey::generate().public_key();
@@ -298,7 +408,7 @@ mod tests {
         let expected = interface.private_key.public_key();
 
         let missing = WgConfigBackend::read_private_key(&path).expect("reads");
-        WgConfigBackend::open(path.clone(), interface, [])
+        WgConfigBackend::open(path.clone(), interface, None, [])
             .await
             .expect("opens");
         let found = WgConfigBackend::read_private_key(&path).expect("reads");
@@ -327,7 +437,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("wg0.conf");
 
-        WgConfigBackend::open(path.clone(), interface(), [])
+        WgConfigBackend::open(path.clone(), interface(), None, [])
             .await
             .expect("opens");
 

@@ -5,6 +5,8 @@
 //! and migrations run on both.
 
 mod address_pool;
+mod changes;
+mod leases;
 mod peers;
 mod sessions;
 mod users;
@@ -15,9 +17,13 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 
 pub use address_pool::{PoolChange, reconcile_pool};
+pub use changes::{PEER_CHANNEL, PeerChange, PeerNotification, record_peer_change};
+pub use leases::{
+    PeerDetail, PendingRemoval, PoolFigures, delete_expired_session, store_handshakes,
+};
 pub use peers::{
-    PeerRow, delete_peer_by_session, insert_peer, insert_pending_removal, release_address,
-    take_lowest_free_address,
+    PeerRow, delete_peer_by_id, delete_peer_by_session, forget_held_free_address, insert_peer,
+    insert_pending_removal, release_address, take_lowest_free_address,
 };
 pub use sessions::{SessionRow, delete_session, insert_session};
 pub use users::{NewUserRow, UserRow, insert_user};

@@ -7,12 +7,12 @@ use sqlx::{AnyConnection, Row};
 
 use camwire_tunnel::PublicKey;
 
-use super::Db;
+use super::{Db, DbKind};
 use crate::pool::{address_from_db, address_to_db};
 
-/// Attempts at taking the lowest free address when concurrent transactions took the
-/// candidate first. Only PostgreSQL gets there; SQLite serializes writers.
-const TAKE_ADDRESS_ATTEMPTS: usize = 8;
+/// Attempts at taking a free address while concurrent transactions lock every free
+/// row. Only PostgreSQL gets there; SQLite serializes writers.
+const TAKE_ADDRESS_ATTEMPTS: usize = 16;
 
 /// A WireGuard peer as stored: one device's key and address, owned by one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +24,15 @@ pub struct PeerRow {
     pub address: Ipv4Addr,
     /// Unix seconds.
     pub created_at: i64,
+    /// Unix seconds of the last handshake that a replica's sweeper recorded.
+    pub last_handshake_at: Option<i64>,
 }
 
-const PEER_COLUMNS: &str = "id, session_id, user_id, public_key, address, created_at";
+const PEER_COLUMNS: &str =
+    "id, session_id, user_id, public_key, address, created_at, last_handshake_at";
 
 impl PeerRow {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         let public_key: String = row.try_get("public_key")?;
         let public_key =
             PublicKey::from_base64(&public_key).map_err(|error| sqlx::Error::ColumnDecode {
@@ -46,11 +49,12 @@ impl PeerRow {
             public_key,
             address,
             created_at: row.try_get("created_at")?,
+            last_handshake_at: row.try_get("last_handshake_at")?,
         })
     }
 }
 
-fn decode_address(value: i64) -> Result<Ipv4Addr, sqlx::Error> {
+pub(super) fn decode_address(value: i64) -> Result<Ipv4Addr, sqlx::Error> {
     address_from_db(value).ok_or_else(|| sqlx::Error::ColumnDecode {
         index: "address".into(),
         source: format!("{value} is not an IPv4 address").into(),
@@ -61,33 +65,51 @@ fn decode_address(value: i64) -> Result<Ipv4Addr, sqlx::Error> {
 /// is exhausted. Run it inside the transaction that inserts the peer, so that a
 /// rollback puts the address back.
 ///
-/// The statement is a write, so on SQLite it also takes the database's write lock at
-/// the start of the transaction, where the busy timeout applies.
+/// On SQLite the statement is a write, so it takes the database's write lock at the
+/// start of the transaction (where the busy timeout applies) and writers take turns.
+/// On PostgreSQL the row is locked with `FOR UPDATE SKIP LOCKED`, so concurrent
+/// transactions take different rows at once: each gets the lowest address that no
+/// other open transaction holds. When every free row is locked, the transaction waits
+/// for the lowest one and tries again, so a rollback elsewhere is not mistaken for an
+/// exhausted pool. The cost is one index lookup however full the pool is.
 pub async fn take_lowest_free_address(
     connection: &mut AnyConnection,
+    kind: DbKind,
 ) -> Result<Option<Ipv4Addr>, sqlx::Error> {
-    for _ in 0..TAKE_ADDRESS_ATTEMPTS {
-        let deleted_row = sqlx::query(
+    let take = match kind {
+        DbKind::Sqlite => {
             "DELETE FROM free_addresses \
              WHERE address = (SELECT MIN(address) FROM free_addresses) \
-             RETURNING address",
-        )
-        .fetch_optional(&mut *connection)
-        .await?;
+             RETURNING address"
+        }
+        DbKind::Postgres => {
+            "DELETE FROM free_addresses \
+             WHERE address = (SELECT address FROM free_addresses ORDER BY address LIMIT 1 \
+                              FOR UPDATE SKIP LOCKED) \
+             RETURNING address"
+        }
+    };
+
+    for _ in 0..TAKE_ADDRESS_ATTEMPTS {
+        let deleted_row = sqlx::query(take).fetch_optional(&mut *connection).await?;
 
         if let Some(row) = deleted_row {
             return decode_address(row.try_get("address")?).map(Some);
         }
 
-        // On PostgreSQL another transaction may have deleted the minimum after this
-        // statement read it. Then the DELETE matched nothing, and the next attempt
-        // finds the new minimum.
-        let lowest: Option<i64> = sqlx::query("SELECT MIN(address) AS lowest FROM free_addresses")
-            .fetch_one(&mut *connection)
-            .await?
-            .try_get("lowest")?;
+        if kind == DbKind::Sqlite {
+            return Ok(None);
+        }
 
-        if lowest.is_none() {
+        // Every free row is locked by another transaction, or none is left. The locking
+        // read waits for the holder of the lowest row; it returns no row when that
+        // holder took the address, or when the table is empty.
+        let waited =
+            sqlx::query("SELECT address FROM free_addresses ORDER BY address LIMIT 1 FOR UPDATE")
+                .fetch_optional(&mut *connection)
+                .await?;
+
+        if waited.is_none() && !has_free_address(connection).await? {
             return Ok(None);
         }
     }
@@ -95,6 +117,13 @@ pub async fn take_lowest_free_address(
     Err(sqlx::Error::Protocol(format!(
         "could not take a free address in {TAKE_ADDRESS_ATTEMPTS} attempts because concurrent sign-ins took each candidate first"
     )))
+}
+
+async fn has_free_address(connection: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query("SELECT address FROM free_addresses LIMIT 1")
+        .fetch_optional(&mut *connection)
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Inserts a peer with a new UUID. The unique constraints on `session_id`, `public_key`
@@ -113,6 +142,7 @@ pub async fn insert_peer(
         public_key: *public_key,
         address,
         created_at: super::unix_now(),
+        last_handshake_at: None,
     };
 
     sqlx::query(
@@ -146,6 +176,40 @@ pub async fn delete_peer_by_session(
         .await?;
 
     row.as_ref().map(PeerRow::from_row).transpose()
+}
+
+/// Deletes the peer with `peer_id` and returns it, or `None` when there is none.
+///
+/// This does not free the address; call [`release_address`] in the same transaction.
+pub async fn delete_peer_by_id(
+    connection: &mut AnyConnection,
+    peer_id: &str,
+) -> Result<Option<PeerRow>, sqlx::Error> {
+    let sql = format!("DELETE FROM peers WHERE id = $1 RETURNING {PEER_COLUMNS}");
+
+    let row = sqlx::query(&sql)
+        .bind(peer_id)
+        .fetch_optional(&mut *connection)
+        .await?;
+
+    row.as_ref().map(PeerRow::from_row).transpose()
+}
+
+/// Removes an address that a peer holds from `free_addresses`, after a unique violation
+/// showed that the free table listed it. Returns whether a row was deleted.
+pub async fn forget_held_free_address(
+    connection: &mut AnyConnection,
+    address: Ipv4Addr,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "DELETE FROM free_addresses WHERE address = $1 \
+         AND EXISTS (SELECT 1 FROM peers WHERE peers.address = free_addresses.address)",
+    )
+    .bind(address_to_db(address))
+    .execute(&mut *connection)
+    .await?;
+
+    Ok(result.rows_affected() > 0)
 }
 
 /// Puts `address` back into `free_addresses`. An address already there stays once.

@@ -10,7 +10,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use camwire_api::{LoginRequest, RegisterKeyRequest};
+use camwire_api::{LoginRequest, RegisterKeyRequest, Role};
 
 use super::MAX_BODY_BYTES;
 use crate::auth::{BearerError, hash_token, parse_bearer};
@@ -65,6 +65,36 @@ impl FromRequestParts<AppState> for AuthSession {
             },
             user,
         })
+    }
+}
+
+/// An authenticated caller with the admin role. Other roles get 403 `forbidden`, and
+/// requests without a valid token 401.
+#[derive(Debug, Clone)]
+pub struct AdminSession(pub AuthSession);
+
+impl FromRequestParts<AppState> for AdminSession {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = AuthSession::from_request_parts(parts, state).await?;
+
+        if caller.user.role != Role::Admin {
+            tracing::info!(
+                user_id = %caller.user.id,
+                outcome = "forbidden",
+                "admin route rejected"
+            );
+            return Err(Error::Forbidden {
+                username: caller.user.username.clone(),
+                role: caller.user.role,
+            });
+        }
+
+        Ok(Self(caller))
     }
 }
 

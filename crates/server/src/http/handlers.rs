@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::IntoResponse;
 
 use camwire_api::{
     HealthResponse, LoginRequest, LoginResponse, LogoutResponse, RegisterKeyRequest, TokenType,
@@ -16,6 +17,7 @@ use super::extract::{ApiJson, AuthSession, ClientIp};
 use crate::auth::{generate_token, hash_token, verify_password};
 use crate::db::{insert_session, unix_now};
 use crate::error::Error;
+use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, PoolGauges};
 use crate::peers::{self, unix_to_datetime, wireguard_config};
 use crate::state::AppState;
 use crate::users::MAX_USERNAME_LEN;
@@ -60,6 +62,7 @@ pub async fn login(
             state
                 .limiter()
                 .record_failure_at(&limiter_key, ip, Instant::now());
+            state.metrics().record_failed_sign_in();
 
             // The typed user name is not logged, because people sometimes type a password
             // into it. A known user's id is logged instead.
@@ -84,6 +87,7 @@ pub async fn login(
     )
     .await?;
     drop(connection);
+    state.metrics().record_sign_in();
 
     tracing::info!(
         user_id = %user.id,
@@ -182,6 +186,27 @@ pub async fn healthz() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
     })
+}
+
+/// `GET /metrics`: Prometheus text; the pool gauges come from the database.
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Error> {
+    let figures = state.db().pool_figures(state.pool()).await?;
+    let gauges = PoolGauges {
+        size: state.pool().client_count(),
+        allocated: figures.allocated,
+    };
+
+    let text = state.metrics().render(gauges);
+
+    Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text))
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 document of the API.
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::OPENAPI_JSON,
+    )
 }
 
 /// Returns the 404 error for a path that no route has.
