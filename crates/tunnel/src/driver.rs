@@ -1,24 +1,29 @@
 //! The tokio shell around a sans-IO core: it owns the UDP socket, sleeps until the
 //! core's next deadline, and runs the core after every wake-up.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use quinn_udp::{RecvMeta, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
 
 use crate::core::{ClientCore, Event, HubCore, TimeoutReason, Transmit};
 use crate::stack::Stack;
 
-/// Datagrams read from the socket per wake-up before the core runs. Larger batches
-/// mean fewer TCP/IP stack polls per packet; smaller ones mean lower latency.
-const RECEIVE_BATCH: usize = 64;
+/// Receive buffers per `recvmmsg` call.
+const RECEIVE_BUFFERS: usize = quinn_udp::BATCH_SIZE;
 
-/// Room for one datagram. WireGuard datagrams of a 1420-byte MTU are at most 1452
-/// bytes; larger ones are truncated by the kernel and then fail authentication.
-const DATAGRAM_ROOM: usize = 4096;
+/// Room for one receive buffer: with UDP GRO (Linux) the kernel coalesces up to 64
+/// datagrams of one sender into one buffer. WireGuard datagrams of a 1420-byte MTU are
+/// at most 1452 bytes; longer ones are truncated and then fail authentication.
+const RECEIVE_BUFFER_ROOM: usize = 64 * 1024;
+
+/// Largest UDP payload sent with one GSO call, the kernel's limit for one UDP message.
+const MAX_GSO_BYTES: usize = 65_000;
 
 /// Shortest sleep between two runs of the core, so that a deadline that is already
 /// due cannot make the driver spin.
@@ -123,44 +128,129 @@ impl Driven for HubCore {
     }
 }
 
-/// Datagrams read in one batch, in one flat buffer.
+/// Datagrams read with one `recvmmsg`, each buffer holding one or more datagrams of
+/// one sender (GRO).
 struct ReceiveBatch {
-    buffer: Vec<u8>,
-    datagrams: Vec<(SocketAddr, usize)>,
+    buffers: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+    filled: usize,
 }
 
 impl ReceiveBatch {
     fn new() -> Self {
         Self {
-            buffer: vec![0; RECEIVE_BATCH * DATAGRAM_ROOM],
-            datagrams: Vec::with_capacity(RECEIVE_BATCH),
+            buffers: (0..RECEIVE_BUFFERS)
+                .map(|_| vec![0; RECEIVE_BUFFER_ROOM])
+                .collect(),
+            meta: vec![RecvMeta::default(); RECEIVE_BUFFERS],
+            filled: 0,
         }
     }
 
-    /// Reads datagrams without blocking until the socket is empty or the batch full.
-    fn fill(&mut self, socket: &UdpSocket) {
-        while self.datagrams.len() < RECEIVE_BATCH {
-            let start = self.datagrams.len() * DATAGRAM_ROOM;
-            let room = &mut self.buffer[start..start + DATAGRAM_ROOM];
-            match socket.try_recv_from(room) {
-                Ok((len, source)) => self.datagrams.push((source, len)),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    tracing::debug!(%error, "UDP receive failed");
-                    return;
-                }
+    /// Reads what the socket has without blocking, up to one batch.
+    fn fill(&mut self, socket: &UdpSocket, state: &UdpSocketState) {
+        let mut slices: Vec<IoSliceMut<'_>> = self
+            .buffers
+            .iter_mut()
+            .map(|buffer| IoSliceMut::new(buffer))
+            .collect();
+        let meta = &mut self.meta;
+        let result = socket.try_io(Interest::READABLE, || {
+            state.recv(socket.into(), &mut slices, meta)
+        });
+
+        self.filled = match result {
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(error) => {
+                tracing::debug!(%error, "UDP receive failed");
+                0
             }
+        };
+    }
+
+    /// The datagrams of the batch, GRO buffers split at their stride.
+    fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.meta[..self.filled]
+            .iter()
+            .zip(&self.buffers)
+            .flat_map(|(meta, buffer)| {
+                let received = &buffer[..meta.len];
+                // `chunks` yields nothing for an empty datagram, which still counts as one.
+                let empty = received.is_empty().then_some(received);
+                received
+                    .chunks(meta.stride.max(1))
+                    .chain(empty)
+                    .map(move |datagram| (meta.addr, datagram))
+            })
+    }
+
+    fn clear(&mut self) {
+        self.filled = 0;
+    }
+}
+
+/// Outgoing datagrams, sent in runs of equal-sized datagrams to one destination with
+/// one GSO call each where the platform supports it.
+struct SendQueue {
+    transmits: Vec<Transmit>,
+    segments: Vec<u8>,
+}
+
+impl SendQueue {
+    fn new() -> Self {
+        Self {
+            transmits: Vec::new(),
+            segments: Vec::with_capacity(MAX_GSO_BYTES),
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.datagrams
-            .iter()
-            .enumerate()
-            .map(|(slot, (source, len))| {
-                let start = slot * DATAGRAM_ROOM;
-                (*source, &self.buffer[start..start + len])
-            })
+    /// Sends every queued datagram. Returns false when the stop signal came while
+    /// waiting for room in the socket's send buffer.
+    async fn flush(
+        &mut self,
+        socket: &UdpSocket,
+        state: &UdpSocketState,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let max_segments = state.max_gso_segments().max(1);
+        let mut next = 0;
+
+        while next < self.transmits.len() {
+            let first = &self.transmits[next];
+            let segment_size = first.payload.len();
+            let run = self.transmits[next..]
+                .iter()
+                .take(max_segments.min(MAX_GSO_BYTES / segment_size.max(1)).max(1))
+                .enumerate()
+                .take_while(|(position, transmit)| {
+                    // Every datagram of a GSO run has the same size, except a shorter last one.
+                    *position == 0
+                        || (transmit.destination == first.destination
+                            && transmit.payload.len() <= segment_size
+                            && self.transmits[next + position - 1].payload.len() == segment_size)
+                })
+                .count();
+
+            self.segments.clear();
+            for transmit in &self.transmits[next..next + run] {
+                self.segments.extend_from_slice(&transmit.payload);
+            }
+            let transmit = quinn_udp::Transmit {
+                destination: first.destination,
+                ecn: None,
+                contents: &self.segments,
+                segment_size: (run > 1).then_some(segment_size),
+                src_ip: None,
+            };
+            if !send(socket, state, &transmit, stop).await {
+                return false;
+            }
+            next += run;
+        }
+
+        self.transmits.clear();
+        true
     }
 }
 
@@ -172,35 +262,40 @@ pub(crate) async fn drive<C: Driven>(
     mut stop: watch::Receiver<bool>,
     mut on_event: impl FnMut(Event),
 ) {
+    let state = match UdpSocketState::new((&socket).into()) {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::error!(%error, "failed to set up the UDP socket; the tunnel is stopped");
+            return;
+        }
+    };
     let mut batch = ReceiveBatch::new();
-    let mut transmits = Vec::new();
+    let mut queue = SendQueue::new();
     let mut events = Vec::new();
 
     loop {
         let now = Instant::now();
         let deadline = {
             let mut core = shared.lock();
-            for (source, datagram) in batch.iter() {
+            for (source, datagram) in batch.datagrams() {
                 core.handle_datagram(source, datagram, now);
             }
             core.handle_timeout(now);
             while let Some(transmit) = core.poll_transmit(now) {
-                transmits.push(transmit);
+                queue.transmits.push(transmit);
             }
             while let Some(event) = core.poll_event() {
                 events.push(event);
             }
             core.poll_timeout(now)
         };
-        batch.datagrams.clear();
+        batch.clear();
 
         for event in events.drain(..) {
             on_event(event);
         }
-        for transmit in transmits.drain(..) {
-            if !send(&socket, &transmit, &mut stop).await {
-                return;
-            }
+        if !queue.flush(&socket, &state, &mut stop).await {
+            return;
         }
 
         // Sleep until the next datagram, application request or deadline.
@@ -214,19 +309,26 @@ pub(crate) async fn drive<C: Driven>(
         tokio::select! {
             biased;
             _ = stop.changed() => return,
-            _ = socket.readable() => batch.fill(&socket),
+            _ = socket.readable() => batch.fill(&socket, &state),
             _ = shared.wake.notified() => {}
             _ = tokio::time::sleep_until(sleep_until.into()) => {}
         }
     }
 }
 
-/// Sends one datagram, waiting for room in the socket's send buffer. Returns false
-/// when the stop signal came while waiting.
-async fn send(socket: &UdpSocket, transmit: &Transmit, stop: &mut watch::Receiver<bool>) -> bool {
+/// Sends one UDP message (one datagram, or several with GSO), waiting for room in the
+/// socket's send buffer. Returns false when the stop signal came while waiting.
+async fn send(
+    socket: &UdpSocket,
+    state: &UdpSocketState,
+    transmit: &quinn_udp::Transmit<'_>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     loop {
-        match socket.try_send_to(&transmit.payload, transmit.destination) {
-            Ok(_) => return true,
+        // `UdpSocketState::send` logs and drops failed datagrams (rate-limited), and
+        // turns GSO off for later calls if the kernel rejects it.
+        match socket.try_io(Interest::WRITABLE, || state.send(socket.into(), transmit)) {
+            Ok(()) => return true,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) => {
                 tracing::debug!(%error, destination = %transmit.destination, "UDP send failed");
