@@ -17,9 +17,8 @@ use crate::stack::Stack;
 /// Receive buffers per `recvmmsg` call.
 const RECEIVE_BUFFERS: usize = quinn_udp::BATCH_SIZE;
 
-/// Room for one receive buffer: with UDP GRO (Linux) the kernel coalesces up to 64
-/// datagrams of one sender into one buffer. WireGuard datagrams of a 1420-byte MTU are
-/// at most 1452 bytes; longer ones are truncated and then fail authentication.
+/// Room for one receive buffer, which holds any UDP datagram: with UDP GRO (Linux) the
+/// kernel coalesces datagrams of one sender into one buffer of up to 64 KiB.
 const RECEIVE_BUFFER_ROOM: usize = 64 * 1024;
 
 /// Largest UDP payload sent with one GSO call, the kernel's limit for one UDP message.
@@ -169,7 +168,7 @@ impl ReceiveBatch {
         };
     }
 
-    /// The datagrams of the batch, GRO buffers split at their stride.
+    /// Returns the datagrams of the batch, with GRO buffers split at their stride.
     fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         self.meta[..self.filled]
             .iter()
@@ -265,7 +264,7 @@ pub(crate) async fn drive<C: Driven>(
     let state = match UdpSocketState::new((&socket).into()) {
         Ok(state) => state,
         Err(error) => {
-            tracing::error!(%error, "failed to set up the UDP socket; the tunnel is stopped");
+            tracing::error!(%error, "failed to set up the UDP socket; the driver ends and no datagram is sent or received");
             return;
         }
     };
@@ -325,8 +324,8 @@ async fn send(
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     loop {
-        // `UdpSocketState::send` logs and drops failed datagrams (rate-limited), and
-        // turns GSO off for later calls if the kernel rejects it.
+        // quinn-udp 0.5's `UdpSocketState::send` logs and drops failed datagrams (at most
+        // one log line per minute), and turns GSO off for later calls after EIO or EINVAL.
         match socket.try_io(Interest::WRITABLE, || state.send(socket.into(), transmit)) {
             Ok(()) => return true,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
