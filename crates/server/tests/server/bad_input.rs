@@ -7,7 +7,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use camwire_api::LoginResponse;
 use camwire_server::db::unix_now;
 
-use crate::common::{TestServer, expect_error, expect_json, new_public_key};
+use crate::common::{Database, TestServer, expect_error, expect_json, new_public_key};
 
 /// One bad request and the error it must get.
 struct Case {
@@ -19,9 +19,10 @@ struct Case {
     mentions: &'static str,
 }
 
-#[tokio::test]
-async fn bad_requests_get_errors_and_change_nothing() {
-    let server = TestServer::start().await;
+on_both_databases!(bad_requests_get_errors_and_change_nothing);
+
+async fn bad_requests_get_errors_and_change_nothing(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     let http = &server.http;
@@ -234,9 +235,10 @@ async fn bad_requests_get_errors_and_change_nothing() {
     }
 }
 
-#[tokio::test]
-async fn wrong_method_lists_allowed_methods() {
-    let server = TestServer::start().await;
+on_both_databases!(wrong_method_lists_allowed_methods);
+
+async fn wrong_method_lists_allowed_methods(database: Database) {
+    let server = TestServer::start(database).await;
 
     let response = server
         .http
@@ -255,9 +257,10 @@ async fn wrong_method_lists_allowed_methods() {
     assert!(allow.is_some_and(|value| value.to_str().is_ok_and(|text| text.contains("GET"))));
 }
 
-#[tokio::test]
-async fn expired_token_gets_401_and_keeps_peer() {
-    let server = TestServer::start().await;
+on_both_databases!(expired_token_gets_401_and_keeps_peer);
+
+async fn expired_token_gets_401_and_keeps_peer(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     server.register(&token, &new_public_key()).await;
@@ -279,10 +282,13 @@ async fn expired_token_gets_401_and_keeps_peer() {
     assert_eq!(server.counts().await, before);
 }
 
-#[tokio::test]
-async fn session_ttl_sets_token_expiry() {
-    let server =
-        TestServer::start_with(|config| config.session_ttl = Duration::from_secs(3_600)).await;
+on_both_databases!(session_ttl_sets_token_expiry);
+
+async fn session_ttl_sets_token_expiry(database: Database) {
+    let server = TestServer::start_with(database, |config| {
+        config.session_ttl = Duration::from_secs(3_600)
+    })
+    .await;
     let password = server.add_user("alice").await;
 
     let response = server.login_response("alice", &password).await;
@@ -292,9 +298,10 @@ async fn session_ttl_sets_token_expiry() {
     assert!((3_598..=3_600).contains(&lifetime), "{lifetime}");
 }
 
-#[tokio::test]
-async fn repeated_wrong_passwords_are_rate_limited() {
-    let server = TestServer::start().await;
+on_both_databases!(repeated_wrong_passwords_are_rate_limited);
+
+async fn repeated_wrong_passwords_are_rate_limited(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
 
     for attempt in 0..10 {
@@ -322,9 +329,10 @@ async fn repeated_wrong_passwords_are_rate_limited() {
     assert_eq!(server.counts().await.sessions, 0);
 }
 
-#[tokio::test]
-async fn failures_from_one_ip_are_rate_limited() {
-    let server = TestServer::start().await;
+on_both_databases!(failures_from_one_ip_are_rate_limited);
+
+async fn failures_from_one_ip_are_rate_limited(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
 
     for index in 0..10 {
@@ -341,9 +349,10 @@ async fn failures_from_one_ip_are_rate_limited() {
     expect_error(blocked, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }
 
-#[tokio::test]
-async fn healthz_answers_ok() {
-    let server = TestServer::start().await;
+on_both_databases!(healthz_answers_ok);
+
+async fn healthz_answers_ok(database: Database) {
+    let server = TestServer::start(database).await;
 
     let response = server
         .http

@@ -1,7 +1,7 @@
 //! A real server on a loopback port with its own SQLite file and config file, and an
 //! HTTP client for it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -14,14 +14,63 @@ use camwire_server::wg_conf::{self, WgConfigFile};
 use camwire_server::{RunningServer, ServerConfig, start};
 use camwire_tunnel::PrivateKey;
 
-/// Environment variable with the URL of a PostgreSQL server, such as
-/// `postgres://camwire@127.0.0.1:55432/postgres`. When it is set, each server of these
-/// tests gets a new database there instead of a SQLite file. The databases are not
-/// dropped, so point it at a throwaway cluster.
+/// Environment variable with the URL of a PostgreSQL server on which the tests may create
+/// databases, such as `postgres://postgres@127.0.0.1:55432/postgres`. `cargo xtask test`
+/// starts a throwaway server and sets it.
 pub const POSTGRES_URL_VARIABLE: &str = "CAMWIRE_TEST_POSTGRES_URL";
 
-/// Creates a database with a random name on the server of `server_url` and returns its URL.
-async fn create_postgres_database(server_url: &str) -> String {
+/// The database kind that a test runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite,
+    /// A new database on the PostgreSQL server at this URL.
+    Postgres {
+        server_url: String,
+    },
+}
+
+impl Database {
+    /// Returns the PostgreSQL server of [`POSTGRES_URL_VARIABLE`], or prints one line
+    /// saying that `test` is skipped and returns `None` when the variable is not set.
+    pub fn postgres(test: &str) -> Option<Self> {
+        match std::env::var(POSTGRES_URL_VARIABLE) {
+            Ok(server_url) if !server_url.is_empty() => Some(Self::Postgres { server_url }),
+            _ => {
+                // Straight to stderr, past the test harness's capture, so that the skip
+                // shows in a normal `cargo test` run.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped {test} on PostgreSQL: {POSTGRES_URL_VARIABLE} is not set"
+                );
+                None
+            }
+        }
+    }
+
+    /// Creates an empty database of this kind; a SQLite file goes into `dir`.
+    pub async fn create(&self, dir: &Path) -> TestDatabase {
+        match self {
+            Database::Sqlite => TestDatabase {
+                url: format!("sqlite://{}", dir.join("camwire.db").display()),
+                postgres: None,
+            },
+            Database::Postgres { server_url } => create_postgres_database(server_url).await,
+        }
+    }
+}
+
+/// A database for one test. A PostgreSQL database is dropped when this is dropped, so a
+/// long run leaves no databases behind.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub url: String,
+    /// Server URL and name of a PostgreSQL database.
+    postgres: Option<(String, String)>,
+}
+
+/// Creates a database with a random name on the server of `server_url`.
+async fn create_postgres_database(server_url: &str) -> TestDatabase {
     use sqlx::Connection;
 
     sqlx::any::install_default_drivers();
@@ -37,7 +86,43 @@ async fn create_postgres_database(server_url: &str) -> String {
     connection.close().await.expect("connection closes");
 
     let (base, _database) = server_url.rsplit_once('/').expect("URL ends in /DATABASE");
-    format!("{base}/{name}")
+    TestDatabase {
+        url: format!("{base}/{name}"),
+        postgres: Some((server_url.to_owned(), name)),
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server_url, name)) = self.postgres.take() else {
+            return;
+        };
+
+        // Drop runs inside the test's runtime, which cannot block on a future, so the
+        // database is dropped from a thread with its own runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(async {
+                    use sqlx::Connection;
+
+                    let mut connection = sqlx::AnyConnection::connect(&server_url).await?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut connection)
+                        .await?;
+                    connection.close().await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                })
+                .map_err(|error| std::io::Error::other(error.to_string()))
+        })
+        .join();
+
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: failed to drop the test database {:?}", self.url);
+        }
+    }
 }
 
 pub struct TestServer {
@@ -46,6 +131,8 @@ pub struct TestServer {
     pub config: ServerConfig,
     server: Option<RunningServer>,
     pub http: Client,
+    /// Declared last, so that it is dropped after the server.
+    pub database: TestDatabase,
 }
 
 /// Row counts of every table that a request may change.
@@ -59,19 +146,17 @@ pub struct RowCounts {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
+    pub async fn start(database: Database) -> Self {
+        Self::start_with(database, |_| {}).await
     }
 
-    /// Starts a server with the defaults on `127.0.0.1:0`, after `adjust` changed the config.
-    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
+    /// Starts a server with the defaults on `127.0.0.1:0` and a new database of the kind
+    /// `database`, after `adjust` changed the config.
+    pub async fn start_with(database: Database, adjust: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let database_url = match std::env::var(POSTGRES_URL_VARIABLE) {
-            Ok(server_url) => create_postgres_database(&server_url).await,
-            Err(_) => format!("sqlite://{}", dir.path().join("camwire.db").display()),
-        };
+        let database = database.create(dir.path()).await;
 
-        let mut config = ServerConfig::new(database_url);
+        let mut config = ServerConfig::new(database.url.clone());
         config.listen = "127.0.0.1:0".parse().expect("socket address");
         config.wg_config_path = dir.path().join("wg0.conf");
         adjust(&mut config);
@@ -83,6 +168,7 @@ impl TestServer {
             config,
             server: Some(server),
             http: Client::new(),
+            database,
         }
     }
 
@@ -129,18 +215,26 @@ impl TestServer {
 
     /// Creates a user with the role `user` and returns the password.
     pub async fn add_user(&self, username: &str) -> String {
-        let password = format!("{username}-correct-horse");
+        create_user(self.db(), username, Role::User).await
+    }
 
-        let user = NewUser {
-            username: username.to_owned(),
-            password: Password::new(password.clone()),
-            display_name: None,
-            email: None,
-            role: Role::User,
-        };
-        add_user(self.db(), user).await.expect("user is created");
+    /// Creates a user with the role `admin`, signs in and returns the access token.
+    pub async fn admin_token(&self) -> String {
+        let password = create_user(self.db(), "root", Role::Admin).await;
+        self.login("root", &password).await
+    }
 
-        password
+    /// Returns the text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request is sent");
+
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("body is readable")
     }
 
     pub async fn counts(&self) -> RowCounts {
@@ -218,6 +312,52 @@ impl TestServer {
 
         expect_json(response, StatusCode::OK).await
     }
+}
+
+/// Creates a user with `role` in `db` and returns the password.
+pub async fn create_user(db: &Db, username: &str, role: Role) -> String {
+    let password = format!("{username}-correct-horse");
+
+    let user = NewUser {
+        username: username.to_owned(),
+        password: Password::new(password.clone()),
+        display_name: None,
+        email: None,
+        role,
+    };
+    add_user(db, user).await.expect("user is created");
+
+    password
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(timeout: std::time::Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Returns the public keys of a wg-quick config file's peers, in base64.
+pub fn config_file_keys(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("config file is readable");
+    let file = wg_conf::parse(&text).expect("config file parses");
+
+    file.peers
+        .iter()
+        .map(|peer| peer.public_key.to_base64())
+        .collect()
 }
 
 /// Returns a new device public key in base64.

@@ -6,22 +6,25 @@ use reqwest::StatusCode;
 
 use camwire_api::WireguardConfig;
 
-use crate::common::{TestServer, expect_error, new_public_key};
+use crate::common::{Database, TestServer, expect_error, new_public_key};
 
 fn address(last_octet: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 13, 0, last_octet)
 }
 
-async fn tiny_pool_server() -> (TestServer, String) {
-    let server =
-        TestServer::start_with(|config| config.pool = "10.13.0.0/29".parse().expect("CIDR")).await;
+async fn tiny_pool_server(database: Database) -> (TestServer, String) {
+    let server = TestServer::start_with(database, |config| {
+        config.pool = "10.13.0.0/29".parse().expect("CIDR")
+    })
+    .await;
     let password = server.add_user("alice").await;
     (server, password)
 }
 
-#[tokio::test]
-async fn exhausted_pool_gets_503_until_a_logout() {
-    let (server, password) = tiny_pool_server().await;
+on_both_databases!(exhausted_pool_gets_503_until_a_logout);
+
+async fn exhausted_pool_gets_503_until_a_logout(database: Database) {
+    let (server, password) = tiny_pool_server(database).await;
     let mut tokens = Vec::new();
     for expected in 2..=6 {
         let token = server.login("alice", &password).await;
@@ -50,9 +53,10 @@ async fn exhausted_pool_gets_503_until_a_logout() {
     assert_eq!(config.address.addr(), address(4));
 }
 
-#[tokio::test]
-async fn freed_middle_addresses_are_reused_lowest_first() {
-    let (server, password) = tiny_pool_server().await;
+on_both_databases!(freed_middle_addresses_are_reused_lowest_first);
+
+async fn freed_middle_addresses_are_reused_lowest_first(database: Database) {
+    let (server, password) = tiny_pool_server(database).await;
     let mut tokens = Vec::new();
     for _ in 0..4 {
         let token = server.login("alice", &password).await;
@@ -100,9 +104,10 @@ async fn freed_middle_addresses_are_reused_lowest_first() {
     assert_eq!(handed_out, [address(3), address(4), address(6)]);
 }
 
-#[tokio::test]
-async fn pool_layout_excludes_server_and_broadcast() {
-    let (server, _password) = tiny_pool_server().await;
+on_both_databases!(pool_layout_excludes_server_and_broadcast);
+
+async fn pool_layout_excludes_server_and_broadcast(database: Database) {
+    let (server, _password) = tiny_pool_server(database).await;
 
     let free = server
         .db()
@@ -121,9 +126,10 @@ async fn pool_layout_excludes_server_and_broadcast() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_registrations_get_distinct_addresses() {
-    let (server, password) = tiny_pool_server().await;
+on_both_databases!(concurrent_registrations_get_distinct_addresses);
+
+async fn concurrent_registrations_get_distinct_addresses(database: Database) {
+    let (server, password) = tiny_pool_server(database).await;
     let mut tokens = Vec::new();
     for _ in 0..7 {
         tokens.push(server.login("alice", &password).await);
@@ -155,5 +161,48 @@ async fn concurrent_registrations_get_distinct_addresses() {
         [address(2), address(3), address(4), address(5), address(6)]
     );
     assert_eq!(exhausted, 2);
+    assert_eq!(server.wg_config_file().peers.len(), 5);
+}
+
+on_both_databases!(full_pool_cycles_a_hundred_times);
+
+async fn full_pool_cycles_a_hundred_times(database: Database) {
+    let (server, password) = tiny_pool_server(database).await;
+    let mut holders: Vec<(String, Ipv4Addr)> = Vec::new();
+    for expected in 2..=6 {
+        let token = server.login("alice", &password).await;
+        let config = server.register(&token, &new_public_key()).await;
+        assert_eq!(config.address.addr(), address(expected));
+        holders.push((token, config.address.addr()));
+    }
+
+    for round in 0..100 {
+        let waiting = server.login("alice", &password).await;
+        let exhausted = server.register_response(&waiting, &new_public_key()).await;
+        expect_error(
+            exhausted,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "address_pool_exhausted",
+        )
+        .await;
+
+        // A different holder signs out each round; its address is the next one handed out.
+        let (token, freed) = holders.remove(round % holders.len());
+        let logout = server.logout(&token).await;
+        let cleanup = logout.wireguard.expect("cleanup is reported");
+        assert_eq!(cleanup.released_address, Some(freed), "round {round}");
+
+        let config = server.register(&waiting, &new_public_key()).await;
+        assert_eq!(config.address.addr(), freed, "round {round}");
+        holders.push((waiting, freed));
+    }
+
+    let counts = server.counts().await;
+    assert_eq!(counts.peers, 5);
+    assert_eq!(counts.free_addresses, 0);
+    assert_eq!(
+        counts.sessions, 5,
+        "every 503 left its session usable, every logout ended one"
+    );
     assert_eq!(server.wg_config_file().peers.len(), 5);
 }

@@ -7,11 +7,12 @@ use reqwest::StatusCode;
 use camwire_api::{User, WireguardConfig};
 use camwire_server::wg_conf;
 
-use crate::common::{TestServer, expect_json, new_public_key};
+use crate::common::{Database, TestServer, expect_json, new_public_key};
 
-#[tokio::test]
-async fn restart_keeps_state_and_rewrites_config() {
-    let mut server = TestServer::start().await;
+on_both_databases!(restart_keeps_state_and_rewrites_config);
+
+async fn restart_keeps_state_and_rewrites_config(database: Database) {
+    let mut server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let laptop = server.login("alice", &password).await;
     let phone = server.login("alice", &password).await;
@@ -60,9 +61,10 @@ async fn restart_keeps_state_and_rewrites_config() {
     assert!(!server.wg_config_text().contains(&stray_key));
 }
 
-#[tokio::test]
-async fn restart_with_lost_config_file_keeps_allocations() {
-    let mut server = TestServer::start().await;
+on_both_databases!(restart_with_lost_config_file_keeps_allocations);
+
+async fn restart_with_lost_config_file_keeps_allocations(database: Database) {
+    let mut server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     let key = new_public_key();
@@ -76,9 +78,10 @@ async fn restart_with_lost_config_file_keeps_allocations() {
     assert_eq!(file.peers[0].public_key.to_base64(), key);
 }
 
-#[tokio::test]
-async fn unparsable_config_file_stops_start() {
-    let server = TestServer::start().await;
+on_both_databases!(unparsable_config_file_stops_start);
+
+async fn unparsable_config_file_stops_start(database: Database) {
+    let server = TestServer::start(database).await;
     std::fs::write(
         server.wg_config_path(),
         "[Interface]\nPrivateKey = broken\n",
@@ -93,10 +96,13 @@ async fn unparsable_config_file_stops_start() {
     assert!(message.contains("move it away"), "{message}");
 }
 
-#[tokio::test]
-async fn larger_pool_keeps_allocations_and_adds_addresses() {
-    let mut server =
-        TestServer::start_with(|config| config.pool = "10.13.0.0/29".parse().expect("CIDR")).await;
+on_both_databases!(larger_pool_keeps_allocations_and_adds_addresses);
+
+async fn larger_pool_keeps_allocations_and_adds_addresses(database: Database) {
+    let mut server = TestServer::start_with(database, |config| {
+        config.pool = "10.13.0.0/29".parse().expect("CIDR")
+    })
+    .await;
     let password = server.add_user("alice").await;
     let first = server.login("alice", &password).await;
     let second = server.login("alice", &password).await;
@@ -122,9 +128,10 @@ async fn larger_pool_keeps_allocations_and_adds_addresses() {
     assert_eq!(config.allowed_ips, ["10.13.0.0/28".parse().expect("CIDR")]);
 }
 
-#[tokio::test]
-async fn address_outside_new_pool_is_not_reused() {
-    let mut server = TestServer::start().await;
+on_both_databases!(address_outside_new_pool_is_not_reused);
+
+async fn address_outside_new_pool_is_not_reused(database: Database) {
+    let mut server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     server.register(&token, &new_public_key()).await;
@@ -155,9 +162,10 @@ async fn address_outside_new_pool_is_not_reused() {
     );
 }
 
-#[tokio::test]
-async fn config_file_is_private_and_parses() {
-    let server = TestServer::start().await;
+on_both_databases!(config_file_is_private_and_parses);
+
+async fn config_file_is_private_and_parses(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     let key = new_public_key();

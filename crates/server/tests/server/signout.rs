@@ -6,11 +6,12 @@ use reqwest::StatusCode;
 
 use camwire_api::{CleanupStatus, User, WireguardCleanup, WireguardConfig};
 
-use crate::common::{TestServer, expect_error, expect_json, new_public_key};
+use crate::common::{Database, TestServer, expect_error, expect_json, new_public_key};
 
-#[tokio::test]
-async fn signout_scenario_reuses_freed_address() {
-    let server = TestServer::start().await;
+on_both_databases!(signout_scenario_reuses_freed_address);
+
+async fn signout_scenario_reuses_freed_address(database: Database) {
+    let server = TestServer::start(database).await;
     let alice_password = server.add_user("alice").await;
     let bob_password = server.add_user("bob").await;
 
@@ -68,9 +69,10 @@ async fn signout_scenario_reuses_freed_address() {
     assert_eq!(alice_second.address.addr(), Ipv4Addr::new(10, 13, 0, 3));
 }
 
-#[tokio::test]
-async fn logout_without_peer_reports_not_configured() {
-    let server = TestServer::start().await;
+on_both_databases!(logout_without_peer_reports_not_configured);
+
+async fn logout_without_peer_reports_not_configured(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
 
@@ -89,9 +91,10 @@ async fn logout_without_peer_reports_not_configured() {
     assert_eq!(server.counts().await.sessions, 0);
 }
 
-#[tokio::test]
-async fn second_logout_gets_401() {
-    let server = TestServer::start().await;
+on_both_databases!(second_logout_gets_401);
+
+async fn second_logout_gets_401(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     server.register(&token, &new_public_key()).await;
@@ -104,9 +107,10 @@ async fn second_logout_gets_401() {
     assert!(www_authenticate.is_some_and(|value| value.as_bytes().starts_with(b"Bearer")));
 }
 
-#[tokio::test]
-async fn logout_of_one_device_keeps_the_other() {
-    let server = TestServer::start().await;
+on_both_databases!(logout_of_one_device_keeps_the_other);
+
+async fn logout_of_one_device_keeps_the_other(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let laptop = server.login("alice", &password).await;
     let phone = server.login("alice", &password).await;
@@ -135,9 +139,10 @@ async fn logout_of_one_device_keeps_the_other() {
     assert_eq!(server.counts().await.sessions, 1);
 }
 
-#[tokio::test]
-async fn other_users_token_never_frees_a_peer() {
-    let server = TestServer::start().await;
+on_both_databases!(other_users_token_never_frees_a_peer);
+
+async fn other_users_token_never_frees_a_peer(database: Database) {
+    let server = TestServer::start(database).await;
     let alice_password = server.add_user("alice").await;
     let bob_password = server.add_user("bob").await;
     let alice = server.login("alice", &alice_password).await;
@@ -165,9 +170,10 @@ async fn other_users_token_never_frees_a_peer() {
     expect_json::<WireguardConfig>(alice_config, StatusCode::OK).await;
 }
 
-#[tokio::test]
-async fn delete_config_keeps_the_session() {
-    let server = TestServer::start().await;
+on_both_databases!(delete_config_keeps_the_session);
+
+async fn delete_config_keeps_the_session(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     let key = new_public_key();
@@ -190,9 +196,10 @@ async fn delete_config_keeps_the_session() {
     assert_eq!(again.address.addr(), Ipv4Addr::new(10, 13, 0, 2));
 }
 
-#[tokio::test]
-async fn get_config_returns_the_allocation() {
-    let server = TestServer::start().await;
+on_both_databases!(get_config_returns_the_allocation);
+
+async fn get_config_returns_the_allocation(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
 
@@ -206,9 +213,10 @@ async fn get_config_returns_the_allocation() {
     assert_eq!(fetched, registered);
 }
 
-#[tokio::test]
-async fn second_registration_on_session_conflicts() {
-    let server = TestServer::start().await;
+on_both_databases!(second_registration_on_session_conflicts);
+
+async fn second_registration_on_session_conflicts(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     server.register(&token, &new_public_key()).await;
@@ -221,9 +229,10 @@ async fn second_registration_on_session_conflicts() {
     assert_eq!(server.counts().await, before);
 }
 
-#[tokio::test]
-async fn key_of_another_session_conflicts() {
-    let server = TestServer::start().await;
+on_both_databases!(key_of_another_session_conflicts);
+
+async fn key_of_another_session_conflicts(database: Database) {
+    let server = TestServer::start(database).await;
     let alice_password = server.add_user("alice").await;
     let bob_password = server.add_user("bob").await;
     let alice = server.login("alice", &alice_password).await;
@@ -238,9 +247,10 @@ async fn key_of_another_session_conflicts() {
     assert_eq!(server.counts().await, before);
 }
 
-#[tokio::test]
-async fn server_key_is_rejected_as_peer_key() {
-    let server = TestServer::start().await;
+on_both_databases!(server_key_is_rejected_as_peer_key);
+
+async fn server_key_is_rejected_as_peer_key(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     let server_key = server.server().state().server_public_key().to_base64();
@@ -251,9 +261,10 @@ async fn server_key_is_rejected_as_peer_key() {
     assert!(message.contains("server's own public key"), "{message}");
 }
 
-#[tokio::test]
-async fn failed_config_write_reports_failed_and_frees_address() {
-    let server = TestServer::start().await;
+on_both_databases!(failed_config_write_reports_failed_and_frees_address);
+
+async fn failed_config_write_reports_failed_and_frees_address(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     let key = new_public_key();
@@ -303,9 +314,10 @@ async fn failed_config_write_reports_failed_and_frees_address() {
     assert!(file.contains(&bob_key));
 }
 
-#[tokio::test]
-async fn failed_config_write_rolls_back_allocation() {
-    let server = TestServer::start().await;
+on_both_databases!(failed_config_write_rolls_back_allocation);
+
+async fn failed_config_write_rolls_back_allocation(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     let before = server.counts().await;
@@ -328,9 +340,10 @@ async fn failed_config_write_rolls_back_allocation() {
     assert_eq!(server.wg_config_text(), file_before);
 }
 
-#[tokio::test]
-async fn racing_registrations_on_one_session_conflict() {
-    let server = TestServer::start().await;
+on_both_databases!(racing_registrations_on_one_session_conflict);
+
+async fn racing_registrations_on_one_session_conflict(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let token = server.login("alice", &password).await;
     let free_before = server.counts().await.free_addresses;
@@ -363,9 +376,10 @@ async fn racing_registrations_on_one_session_conflict() {
     assert_eq!(server.wg_config_file().peers.len(), 1);
 }
 
-#[tokio::test]
-async fn racing_registrations_of_one_key_conflict() {
-    let server = TestServer::start().await;
+on_both_databases!(racing_registrations_of_one_key_conflict);
+
+async fn racing_registrations_of_one_key_conflict(database: Database) {
+    let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
     let mut tokens = Vec::new();
     for _ in 0..6 {
