@@ -17,7 +17,7 @@ use crate::stack::Stack;
 /// Receive buffers per `recvmmsg` call.
 const RECEIVE_BUFFERS: usize = quinn_udp::BATCH_SIZE;
 
-/// Room for one receive buffer, which holds any UDP datagram: with UDP GRO (Linux) the
+/// Room for one receive buffer, enough for any UDP datagram. With UDP GRO (Linux) the
 /// kernel coalesces datagrams of one sender into one buffer of up to 64 KiB.
 const RECEIVE_BUFFER_ROOM: usize = 64 * 1024;
 

@@ -64,8 +64,8 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
-    /// Parses the message type and receiver index; `None` for anything with a wrong
-    /// type or a length that the type does not allow, the same checks as boringtun's.
+    /// Parses the message type and receiver index. Returns `None` for a wrong type or a
+    /// length that the type does not allow, the same checks as boringtun 0.7.1 makes.
     pub fn parse(datagram: &[u8]) -> Option<Self> {
         let message_type = u32::from_le_bytes(datagram.get(0..4)?.try_into().ok()?);
         let receiver_index = || -> Option<u32> {

@@ -22,14 +22,14 @@ pub struct TrafficCounters {
     pub rx_packets: u64,
 }
 
-/// What a datagram turned into after decryption.
+/// Result of decrypting one datagram.
 #[derive(Debug, Default)]
 pub(crate) struct Decapsulated {
     /// The inner IPv4 packet of a transport data message, not yet checked against
     /// the allowed IPs.
     pub inner: Option<Vec<u8>>,
     pub handshake_completed: bool,
-    /// The rate limiter answered a handshake initiation with a cookie reply.
+    /// The rate limiter replied to a handshake initiation with a cookie.
     pub cookie_sent: bool,
 }
 
@@ -91,7 +91,7 @@ impl Session {
         self.last_handshake
     }
 
-    /// Whether boringtun has a current session to encrypt with.
+    /// Checks whether boringtun has a current session to encrypt with.
     pub fn has_session(&self) -> bool {
         self.tunn.time_since_last_handshake().is_some()
     }

@@ -132,7 +132,7 @@ mod tests {
         client
             .read_to_end(&mut answer)
             .await
-            .expect("duplex returns the answer");
+            .expect("duplex returns the reply");
         (result, answer)
     }
 
