@@ -28,10 +28,14 @@ const SYSTEM_PACKAGES: &[&str] = &[
 /// The tauri-driver release the WebDriver suite was written against.
 pub const TAURI_DRIVER_VERSION: &str = "2.1.0";
 
+/// The onetun release that the tunnel's interoperability test and bench run against.
+pub const ONETUN_VERSION: &str = "0.3.10";
+
 /// Where the installed tools are, as environment variables for the test run.
 pub struct Tools {
     cargo_bin: PathBuf,
     tauri_driver: PathBuf,
+    onetun: PathBuf,
 }
 
 impl Tools {
@@ -43,6 +47,9 @@ impl Tools {
         vec![
             ("PATH".into(), path),
             ("CAMWIRE_TAURI_DRIVER".into(), self.tauri_driver.clone().into()),
+            ("CAMWIRE_ONETUN".into(), self.onetun.clone().into()),
+            // onetun is installed above, so its interoperability test must not skip.
+            ("CAMWIRE_REQUIRE_ONETUN".into(), "1".into()),
         ]
     }
 }
@@ -53,8 +60,9 @@ pub fn install(root: &Path) -> Result<Tools> {
 
     let cargo_bin = cargo_home().join("bin");
     let tauri_driver = install_tauri_driver(root, &cargo_bin)?;
+    let onetun = install_onetun(root)?;
 
-    Ok(Tools { cargo_bin, tauri_driver })
+    Ok(Tools { cargo_bin, tauri_driver, onetun })
 }
 
 fn install_system_packages() -> Result<()> {
@@ -126,6 +134,28 @@ fn install_tauri_driver(root: &Path, cargo_bin: &Path) -> Result<PathBuf> {
         .arg(format!("={TAURI_DRIVER_VERSION}"))
         .current_dir(root);
     run(&mut install)?;
+    Ok(installed)
+}
+
+/// Installs onetun, another userspace WireGuard client, into `target/tools/`.
+fn install_onetun(root: &Path) -> Result<PathBuf> {
+    let tools = root.join("target/tools");
+    let installed = tools.join("bin/onetun");
+    let marker = tools.join(format!("onetun-{ONETUN_VERSION}.installed"));
+    if installed.exists() && marker.exists() {
+        return Ok(installed);
+    }
+
+    println!("xtask: installing onetun {ONETUN_VERSION} into {}", tools.display());
+    let mut install = Command::new(cargo_program());
+    install
+        .args(["install", "onetun", "--locked", "--force", "--version"])
+        .arg(format!("={ONETUN_VERSION}"))
+        .arg("--root")
+        .arg(&tools)
+        .current_dir(root);
+    run(&mut install)?;
+    std::fs::write(&marker, ONETUN_VERSION)?;
     Ok(installed)
 }
 
