@@ -18,9 +18,9 @@ use camwire_tunnel::PublicKey;
 use crate::backend::PeerBackend;
 use crate::config::PERSISTENT_KEEPALIVE;
 use crate::db::{
-    Db, PeerChange, PeerNotification, PeerRow, delete_peer_by_id, delete_peer_by_session,
-    delete_session, forget_held_free_address, insert_peer, insert_pending_removal,
-    record_peer_change, release_address, take_lowest_free_address,
+    Db, PeerChange, PeerRow, delete_peer_by_id, delete_peer_by_session, delete_session,
+    forget_held_free_address, insert_peer, insert_pending_removal, record_peer_change,
+    release_address, take_lowest_free_address,
 };
 use crate::error::{Error, TokenProblem, error_chain, is_unique_violation, violated_constraint};
 use crate::metrics::{Metrics, ReleaseCause};
@@ -60,11 +60,7 @@ impl PeerContext<'_> {
         transaction: &mut AnyConnection,
         change: PeerChange,
     ) -> Result<i64, sqlx::Error> {
-        let notification = PeerNotification {
-            origin: self.replica.id().to_owned(),
-            change,
-        };
-        record_peer_change(transaction, self.db.kind(), &notification).await
+        record_peer_change(transaction, self.db.kind(), self.replica.id(), change).await
     }
 }
 
@@ -119,6 +115,7 @@ async fn allocate_once(
     public_key: PublicKey,
 ) -> Result<Attempt, Error> {
     let _gate = context.replica.lock_for_change().await;
+    let _turn = context.db.lock_writes().await;
     let mut transaction = context.db.pool().begin().await?;
 
     let Some(address) = take_lowest_free_address(&mut transaction, context.db.kind()).await? else {
@@ -190,7 +187,9 @@ async fn commit_change(
 ) -> Result<(), sqlx::Error> {
     let generation = context.record_change(&mut transaction, change).await?;
     transaction.commit().await?;
-    context.replica.note_own_generation(generation);
+    context
+        .replica
+        .note_own_change(generation, change.public_key());
     Ok(())
 }
 
@@ -235,6 +234,7 @@ async fn classify_insert_error(
 
 /// Deletes a held address from the free table, in its own transaction.
 async fn repair_free_address(context: &PeerContext<'_>, address: Ipv4Addr) -> Result<(), Error> {
+    let _turn = context.db.lock_writes().await;
     let mut transaction = context.db.pool().begin().await?;
     forget_held_free_address(&mut transaction, address).await?;
     transaction.commit().await?;
@@ -358,6 +358,7 @@ pub async fn release_peer(
     session_action: SessionAction,
 ) -> Result<ReleaseOutcome, Error> {
     let _gate = context.replica.lock_for_change().await;
+    let _turn = context.db.lock_writes().await;
     let mut transaction = context.db.pool().begin().await?;
 
     let released = release_in(context, &mut transaction, selector).await?;

@@ -15,9 +15,11 @@
 //! A resynchronization reads the peers and applies them while holding the change gate
 //! exclusively, and every local change holds it shared from before its transaction
 //! begins until after its commit, so a resynchronization never sees a half-made local
-//! change.
+//! change. Applying a notification also holds the gate exclusively and skips changes
+//! older than what the back end already has: a notification may arrive after a newer
+//! local change of the same key, or describe a change that a resynchronization applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::backend::{BackendError, LivePeer, PeerBackend, SyncReport};
 use crate::db::{Db, DbKind, PEER_CHANNEL, PeerChange, PeerNotification};
 use crate::error::error_chain;
+use camwire_tunnel::PublicKey;
 
 /// Interval at which replicas on SQLite poll the peer generation.
 pub const GENERATION_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -85,9 +88,12 @@ impl ReplicaSync {
         self.gate.write().await
     }
 
-    /// Notes a generation that this process committed, so that polling skips it.
-    pub fn note_own_generation(&self, generation: i64) {
-        self.log().own.insert(generation);
+    /// Notes a change of `public_key` that this process committed as `generation`, so
+    /// that polling and notifications skip it.
+    pub fn note_own_change(&self, generation: i64, public_key: PublicKey) {
+        let mut log = self.log();
+        log.own.insert(generation);
+        log.note_key(public_key, generation);
     }
 
     /// Notes that the back end holds every change up to `generation`.
@@ -116,9 +122,32 @@ struct GenerationLog {
     applied: i64,
     /// Generations committed by this process and not yet passed by `applied`.
     own: BTreeSet<i64>,
+    /// Generation of the latest change applied to each key since `applied`, by a local
+    /// change or a notification.
+    keys: HashMap<PublicKey, i64>,
 }
 
 impl GenerationLog {
+    fn note_key(&mut self, public_key: PublicKey, generation: i64) {
+        let entry = self.keys.entry(public_key).or_insert(generation);
+        *entry = (*entry).max(generation);
+    }
+
+    /// Tells whether a notified change is newer than what the back end has for its key.
+    fn is_newer(&self, public_key: &PublicKey, generation: i64) -> bool {
+        generation > self.applied
+            && self
+                .keys
+                .get(public_key)
+                .is_none_or(|applied| *applied < generation)
+    }
+
+    /// Forgets key entries that no later notification can be older than: PostgreSQL
+    /// delivers notifications in generation order, so every one after `delivered` is newer.
+    fn forget_keys_up_to(&mut self, delivered: i64) {
+        self.keys.retain(|_, generation| *generation > delivered);
+    }
+
     /// Tells whether a generation after `applied` and up to `current` came from another
     /// process, and moves `applied` to `current` when none did.
     fn check_foreign(&mut self, current: i64) -> bool {
@@ -134,6 +163,8 @@ impl GenerationLog {
     fn mark_applied(&mut self, generation: i64) {
         self.applied = self.applied.max(generation);
         self.own = self.own.split_off(&(self.applied + 1));
+        let applied = self.applied;
+        self.keys.retain(|_, generation| *generation > applied);
     }
 }
 
@@ -325,11 +356,17 @@ async fn apply_notification(backend: &dyn PeerBackend, replica: &ReplicaSync, pa
         return;
     };
 
-    if notification.origin == replica.id() {
+    // Exclusive, so that no local change of the same key is half made while the
+    // generations are compared.
+    let _gate = replica.lock_for_resync().await;
+    let public_key = notification.change.public_key();
+
+    let is_newer = replica.log().is_newer(&public_key, notification.generation);
+    if notification.origin == replica.id() || !is_newer {
+        replica.log().forget_keys_up_to(notification.generation);
         return;
     }
 
-    let _gate = replica.lock_for_change().await;
     let (result, public_key) = match notification.change {
         PeerChange::Added {
             public_key,
@@ -337,6 +374,8 @@ async fn apply_notification(backend: &dyn PeerBackend, replica: &ReplicaSync, pa
         } => (backend.add_peer(public_key, address).await, public_key),
         PeerChange::Removed { public_key } => (backend.remove_peer(public_key).await, public_key),
     };
+
+    replica.log().forget_keys_up_to(notification.generation);
 
     match result {
         Ok(()) => tracing::debug!(
@@ -395,6 +434,44 @@ mod tests {
 
         assert_eq!(log.own.iter().copied().collect::<Vec<_>>(), [6]);
         assert!(!log.check_foreign(6));
+    }
+
+    #[test]
+    fn notification_older_than_local_change_is_stale() {
+        let key = camwire_tunnel::PrivateKey::generate().public_key();
+        let mut log = GenerationLog::default();
+        log.note_key(key, 12);
+
+        assert!(
+            !log.is_newer(&key, 11),
+            "the add of 11 must not undo the removal of 12"
+        );
+        assert!(log.is_newer(&key, 13));
+    }
+
+    #[test]
+    fn notification_covered_by_resync_is_stale() {
+        let key = camwire_tunnel::PrivateKey::generate().public_key();
+        let mut log = GenerationLog::default();
+
+        log.mark_applied(20);
+
+        assert!(!log.is_newer(&key, 20));
+        assert!(log.is_newer(&key, 21));
+    }
+
+    #[test]
+    fn delivered_notifications_prune_key_entries() {
+        let early = camwire_tunnel::PrivateKey::generate().public_key();
+        let late = camwire_tunnel::PrivateKey::generate().public_key();
+        let mut log = GenerationLog::default();
+        log.note_key(early, 3);
+        log.note_key(late, 9);
+
+        log.forget_keys_up_to(5);
+
+        assert_eq!(log.keys.len(), 1);
+        assert!(log.keys.contains_key(&late));
     }
 
     #[test]

@@ -237,6 +237,7 @@ async fn store_newer_handshakes(
         return Ok(0);
     }
 
+    let _turn = context.db.lock_writes().await;
     let mut transaction = context.db.pool().begin().await?;
     let stored = store_handshakes(&mut transaction, &newer).await?;
     transaction.commit().await?;
@@ -302,6 +303,7 @@ async fn carry_out(
             session_id,
             user_id,
         } => {
+            let _turn = context.db.lock_writes().await;
             let mut transaction = context.db.pool().begin().await?;
             let deleted = delete_expired_session(&mut transaction, session_id, now).await?;
             transaction.commit().await?;

@@ -24,24 +24,40 @@ pub enum PeerChange {
     },
 }
 
-/// A peer change with the replica that made it, as a notification carries it.
+impl PeerChange {
+    pub fn public_key(&self) -> PublicKey {
+        match *self {
+            PeerChange::Added { public_key, .. } | PeerChange::Removed { public_key } => public_key,
+        }
+    }
+}
+
+/// A peer change with the replica that made it and its generation, as a notification
+/// carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerNotification {
     /// Id of the process that made the change; a replica skips its own changes.
     pub origin: String,
+    /// The peer generation that the change's transaction committed. Transactions take
+    /// generations in commit order, the order in which PostgreSQL delivers their
+    /// notifications.
+    pub generation: i64,
     pub change: PeerChange,
 }
 
 impl PeerNotification {
-    /// Formats the payload: `v1 ORIGIN add KEY ADDRESS` or `v1 ORIGIN remove KEY`.
+    /// Formats the payload: `v1 ORIGIN GENERATION add KEY ADDRESS` or
+    /// `v1 ORIGIN GENERATION remove KEY`.
     pub fn to_payload(&self) -> String {
+        let (origin, generation) = (&self.origin, self.generation);
+
         match self.change {
             PeerChange::Added {
                 public_key,
                 address,
-            } => format!("v1 {} add {public_key} {address}", self.origin),
+            } => format!("v1 {origin} {generation} add {public_key} {address}"),
             PeerChange::Removed { public_key } => {
-                format!("v1 {} remove {public_key}", self.origin)
+                format!("v1 {origin} {generation} remove {public_key}")
             }
         }
     }
@@ -50,16 +66,18 @@ impl PeerNotification {
     pub fn from_payload(payload: &str) -> Option<Self> {
         let words: Vec<&str> = payload.split(' ').collect();
 
-        let (origin, change) = match words.as_slice() {
-            ["v1", origin, "add", key, address] => (
+        let (origin, generation, change) = match words.as_slice() {
+            ["v1", origin, generation, "add", key, address] => (
                 origin,
+                generation,
                 PeerChange::Added {
                     public_key: PublicKey::from_base64(key).ok()?,
                     address: address.parse().ok()?,
                 },
             ),
-            ["v1", origin, "remove", key] => (
+            ["v1", origin, generation, "remove", key] => (
                 origin,
+                generation,
                 PeerChange::Removed {
                     public_key: PublicKey::from_base64(key).ok()?,
                 },
@@ -69,6 +87,7 @@ impl PeerNotification {
 
         Some(Self {
             origin: (*origin).to_owned(),
+            generation: generation.parse().ok()?,
             change,
         })
     }
@@ -79,13 +98,29 @@ impl PeerNotification {
 /// Returns the new generation.
 ///
 /// Call it as the last statement before the commit: on PostgreSQL the generation row
-/// stays locked until the transaction ends, so concurrent changes wait only for commits.
+/// stays locked until the transaction ends, so transactions take generations in commit
+/// order, and concurrent changes wait only for commits.
 pub async fn record_peer_change(
     connection: &mut AnyConnection,
     kind: DbKind,
-    notification: &PeerNotification,
+    origin: &str,
+    change: PeerChange,
 ) -> Result<i64, sqlx::Error> {
+    let generation: i64 = sqlx::query(
+        "UPDATE peer_generation SET generation = generation + 1 WHERE id = 1 \
+         RETURNING generation",
+    )
+    .fetch_one(&mut *connection)
+    .await?
+    .try_get("generation")?;
+
     if kind == DbKind::Postgres {
+        let notification = PeerNotification {
+            origin: origin.to_owned(),
+            generation,
+            change,
+        };
+
         // pg_notify returns `void`, which the Any driver cannot decode, so the select
         // returns a constant instead.
         sqlx::query("SELECT 1 AS sent FROM (SELECT pg_notify($1, $2)) AS notification")
@@ -95,13 +130,7 @@ pub async fn record_peer_change(
             .await?;
     }
 
-    sqlx::query(
-        "UPDATE peer_generation SET generation = generation + 1 WHERE id = 1 \
-         RETURNING generation",
-    )
-    .fetch_one(&mut *connection)
-    .await?
-    .try_get("generation")
+    Ok(generation)
 }
 
 impl Db {
@@ -125,6 +154,7 @@ mod tests {
         let notifications = [
             PeerNotification {
                 origin: "a1b2".into(),
+                generation: 7,
                 change: PeerChange::Added {
                     public_key,
                     address: Ipv4Addr::new(10, 13, 0, 2),
@@ -132,6 +162,7 @@ mod tests {
             },
             PeerNotification {
                 origin: "a1b2".into(),
+                generation: 8,
                 change: PeerChange::Removed { public_key },
             },
         ];

@@ -12,6 +12,7 @@ mod sessions;
 mod users;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
@@ -31,6 +32,10 @@ pub use users::{NewUserRow, UserRow, insert_user};
 /// Connections of the pool; SQLite serializes writers anyway, and PostgreSQL servers
 /// allow 100 connections by default, shared by every replica.
 const MAX_CONNECTIONS: u32 = 8;
+
+/// How long a SQLite statement waits for another process's write lock, in milliseconds.
+/// Writers of this process queue in [`Db::lock_writes`] instead.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 
 /// Errors of opening a database.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +101,8 @@ impl Table {
 pub struct Db {
     pool: AnyPool,
     kind: DbKind,
+    /// Queue of this process's SQLite write transactions; see [`Db::lock_writes`].
+    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Db {
@@ -114,6 +121,15 @@ impl Db {
 
         let pool = AnyPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .after_connect(move |connection, _metadata| {
+                Box::pin(async move {
+                    if kind == DbKind::Sqlite {
+                        let pragma = format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}");
+                        sqlx::query(&pragma).execute(connection).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await
             .map_err(DbError::Connect)?;
@@ -129,7 +145,25 @@ impl Db {
 
         sqlx::migrate!("./migrations").run(&pool).await?;
 
-        Ok(Self { pool, kind })
+        Ok(Self {
+            pool,
+            kind,
+            writes: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Queues for this process's turn to write, on SQLite; returns at once on PostgreSQL.
+    ///
+    /// SQLite has one writer at a time, and a writer that finds the lock taken sleeps
+    /// and polls in its busy handler, which under load lets some writers wait past any
+    /// timeout. Taking this first-come-first-served lock before `BEGIN` and holding it
+    /// until the commit makes this process's writers take turns in order instead.
+    /// PostgreSQL locks rows, so its writers run concurrently.
+    pub async fn lock_writes(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.kind {
+            DbKind::Sqlite => Some(self.writes.lock().await),
+            DbKind::Postgres => None,
+        }
     }
 
     /// Returns the connection pool, for plain SQL in tests and tools.

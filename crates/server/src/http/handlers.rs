@@ -78,6 +78,7 @@ pub async fn login(
     let ttl_seconds = i64::try_from(state.session_ttl().as_secs()).unwrap_or(i64::MAX);
     let expires_at = unix_now().saturating_add(ttl_seconds);
 
+    let turn = state.db().lock_writes().await;
     let mut connection = state.db().pool().acquire().await?;
     let session = insert_session(
         &mut connection,
@@ -87,6 +88,7 @@ pub async fn login(
     )
     .await?;
     drop(connection);
+    drop(turn);
     state.metrics().record_sign_in();
 
     tracing::info!(

@@ -9,10 +9,12 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use camwire_api::{LoginResponse, LogoutResponse, Role, WireguardConfig};
+use std::net::Ipv4Addr;
+
+use camwire_api::{AdminPeerList, LoginResponse, LogoutResponse, Role, WireguardConfig};
 use camwire_server::{ServerConfig, start};
 
-use crate::common::{expect_json, new_public_key};
+use crate::common::{Database, TestServer, expect_error, expect_json, new_public_key, wait_until};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_camwire-server");
 
@@ -372,4 +374,95 @@ async fn demo_passwords_change_on_restart() {
     assert_eq!(with_old.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(with_new.status(), StatusCode::OK);
     second.stop().await;
+}
+
+on_both_databases!(peers_commands_list_revoke_and_show_pool);
+
+async fn peers_commands_list_revoke_and_show_pool(database: Database) {
+    let server = TestServer::start_with(database, |config| {
+        config.pool = "10.13.0.0/29".parse().expect("CIDR");
+    })
+    .await;
+    let url = server.database.url.clone();
+    let password = server.add_user("alice").await;
+    let laptop = server.login("alice", &password).await;
+    let phone = server.login("alice", &password).await;
+    let laptop_key = new_public_key();
+    let phone_key = new_public_key();
+    server.register(&laptop, &laptop_key).await;
+    server.register(&phone, &phone_key).await;
+
+    let json = run(&["peers", "list", "--json", "--database", &url], "").await;
+    let table = run(&["peers", "list", "--database", &url], "").await;
+    let pool = run(&["pool", "--database", &url], "").await;
+
+    assert!(json.status.success(), "{}", text(&json.stderr));
+    let list: AdminPeerList = serde_json::from_slice(&json.stdout).expect("JSON list");
+    assert_eq!(list.peers.len(), 2);
+    assert_eq!(list.peers[0].public_key, laptop_key);
+    assert_eq!(list.peers[0].username, "alice");
+    let table = text(&table.stdout);
+    assert!(
+        table.contains("10.13.0.2") && table.contains("10.13.0.3"),
+        "{table}"
+    );
+    assert!(table.contains("2 peers"), "{table}");
+    let pool = text(&pool.stdout);
+    for line in ["size 5", "allocated 2", "free 3", "lowest_free 10.13.0.4"] {
+        assert!(
+            pool.lines().any(|printed| printed == line),
+            "{line:?} in:\n{pool}"
+        );
+    }
+
+    let revoke = run(
+        &["peers", "revoke", &list.peers[0].id, "--database", &url],
+        "",
+    )
+    .await;
+
+    assert!(revoke.status.success(), "{}", text(&revoke.stderr));
+    assert!(
+        text(&revoke.stdout).contains("10.13.0.2 freed"),
+        "{}",
+        text(&revoke.stdout)
+    );
+    // The running server applies the change made by another process to its back end.
+    let applied = wait_until(Duration::from_secs(10), || async {
+        !server.wg_config_text().contains(&laptop_key)
+    })
+    .await;
+    assert!(
+        applied,
+        "the server kept the revoked peer:\n{}",
+        server.wg_config_text()
+    );
+    assert!(server.wg_config_text().contains(&phone_key));
+    let me = server.get("/me", &laptop).await;
+    expect_error(me, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let free = server.db().list_free_addresses().await.expect("free");
+    assert_eq!(free.first(), Some(&Ipv4Addr::new(10, 13, 0, 2)));
+
+    let unknown = run(&["peers", "revoke", "no-such-peer", "--database", &url], "").await;
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown.stderr).contains("no peer with the id \"no-such-peer\""),
+        "{}",
+        text(&unknown.stderr)
+    );
+}
+
+#[tokio::test]
+async fn pool_command_needs_a_started_database() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+
+    let output = run(&["pool", "--database", &database], "").await;
+
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("has no address pool yet"),
+        "{}",
+        text(&output.stderr)
+    );
 }
