@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, Response};
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
@@ -87,14 +87,10 @@ pub fn router(state: AppState) -> Router {
         router = router.route(path, method_router);
     }
 
-    let limit = state.request_timeout();
-
     router
         .fallback(handlers::route_not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            time_limit(limit, request, next)
-        }))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
             TraceLayer::new_for_http()
@@ -106,13 +102,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Runs the request with a time limit. When it elapses the handler's future is dropped,
-/// which rolls back its open database transaction.
-async fn time_limit(limit: Duration, request: Request, next: Next) -> axum::response::Response {
+/// Runs the request with the state's time limit. When it elapses the handler's future
+/// is dropped, which rolls back its open database transaction.
+///
+/// A back-end call cut off that way may have changed the back end already, so a
+/// timeout also requests a resynchronization of the back end with the database.
+async fn time_limit(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    let limit = state.request_timeout();
+
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_elapsed) => {
             tracing::warn!(limit_seconds = limit.as_secs(), "request timed out");
+            state.replica().request_resync();
             Error::RequestTimeout { limit }.into_response()
         }
     }

@@ -36,3 +36,4 @@ mod process;
 mod restart;
 mod signout;
 mod stress;
+mod wg_interface;

@@ -30,6 +30,16 @@ impl ServerProcess {
     /// Starts `camwire-server serve --listen 127.0.0.1:0 --database DATABASE --wg-config
     /// WG_CONFIG EXTRA...` and waits until it listens.
     pub async fn spawn(database: &str, wg_config: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_env(database, wg_config, extra, &[]).await
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra environment variables.
+    pub async fn spawn_with_env(
+        database: &str,
+        wg_config: &Path,
+        extra: &[&str],
+        environment: &[(&str, String)],
+    ) -> Self {
         let directory = wg_config.parent().expect("config file has a directory");
         let log_path = directory.join(format!("server-{}.log", uuid::Uuid::new_v4()));
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -40,6 +50,11 @@ impl ServerProcess {
             .args(["--wg-config", &wg_config_text])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(
+                environment
+                    .iter()
+                    .map(|(name, value)| (*name, value.as_str())),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
