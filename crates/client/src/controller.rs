@@ -1,16 +1,17 @@
 //! The session state machine that the desktop app's commands call, testable without a window.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use camwire_api::Password;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use crate::report::SignOutReport;
+use crate::report::{SignOutReport, TunnelOutcome};
 use crate::session::Confirmation;
+use crate::supervisor::{ChangeNotifier, TunnelWatch};
 use crate::{
     ApiClient, ApiError, ApiOptions, CredentialStore, Profile, ServerUrl, ServerUrlError, Session,
-    SignInError,
+    SignInError, TunnelSettings, TunnelStatus,
 };
 
 /// Stage of the controller's life cycle.
@@ -56,7 +57,17 @@ pub struct Snapshot {
     pub server_url: Option<String>,
     pub profile: Option<Profile>,
     pub server_status: ServerStatus,
+    /// The tunnel's state, counters and health probe. [`Controller::snapshot`] reads it live;
+    /// in snapshots from [`Controller::subscribe`] it is as of the change that published them.
+    pub tunnel: TunnelStatus,
     pub notice: Option<Notice>,
+}
+
+/// Settings of a [`Controller`].
+#[derive(Debug, Clone, Default)]
+pub struct ControllerOptions {
+    pub api: ApiOptions,
+    pub tunnel: TunnelSettings,
 }
 
 /// Result of [`Controller::sign_out`].
@@ -92,13 +103,22 @@ pub enum ControllerError {
     Store(String),
 }
 
-/// Owner of the session and the credential store; every user action is a method here.
+/// Owner of the session, its tunnel and the credential store; every user action is a method
+/// here.
 ///
-/// Operations (resume, sign-in, sign-out) run one at a time in call order. Each runs in its
-/// own task, so it completes even if the caller stops waiting. A sign-out interrupts a
-/// running check of a resumed session, so that it waits only for its own `POST /logout`.
+/// Operations (resume, sign-in, sign-out, shutdown) run one at a time in call order. Each runs
+/// in its own task, so it completes even if the caller stops waiting. A sign-out or shutdown
+/// interrupts a running check of a resumed session, so that it waits only for its own work.
 /// Call [`Controller::resume`] once at start; it may be called again to retry reaching the
-/// server. Cloning is cheap and shares the state.
+/// server. Call [`Controller::shutdown`] when the app quits. Cloning is cheap and shares the
+/// state.
+///
+/// A session has at most one tunnel. It starts at sign-in, after the key is registered and
+/// before the profile is published, and at resume from the saved key and WireGuard config.
+/// A tunnel that cannot start (endpoint not resolvable, socket error) does not fail the
+/// sign-in, because the server has accepted the device already. The profile shows the error,
+/// and the tunnel is started again with backoff, as users of VPN clients such as Tailscale
+/// expect.
 #[derive(Clone)]
 pub struct Controller {
     inner: Arc<Inner>,
@@ -107,11 +127,14 @@ pub struct Controller {
 struct Inner {
     store: Arc<dyn CredentialStore>,
     options: ApiOptions,
+    tunnel_settings: TunnelSettings,
     operations: Arc<Mutex<Operations>>,
     view: watch::Sender<Snapshot>,
-    /// Incremented by every sign-out call before it waits for its turn; a confirmation in
-    /// progress stops when it changes.
-    sign_out_requests: watch::Sender<u64>,
+    /// Status access to the session's tunnel, readable while an operation has the session.
+    tunnel: std::sync::Mutex<Option<TunnelWatch>>,
+    /// Incremented by every sign-out and shutdown call before it waits for its turn; a
+    /// confirmation in progress stops when it changes.
+    interrupts: watch::Sender<u64>,
     /// Number of sign-outs that ended a session, so that a call that waited behind one
     /// can return that one's report.
     completed_sign_outs: AtomicU64,
@@ -122,37 +145,72 @@ struct Operations {
     store_loaded: bool,
     session: Option<Session>,
     last_sign_out: Option<SignOutReport>,
+    /// Set by [`Controller::shutdown`]; no tunnel starts after it.
+    shut_down: bool,
 }
 
 impl Controller {
+    /// Creates a controller with the default tunnel settings.
     pub fn new(store: Arc<dyn CredentialStore>, options: ApiOptions) -> Self {
+        Self::with_options(
+            store,
+            ControllerOptions {
+                api: options,
+                tunnel: TunnelSettings::default(),
+            },
+        )
+    }
+
+    pub fn with_options(store: Arc<dyn CredentialStore>, options: ControllerOptions) -> Self {
         let snapshot = Snapshot {
             phase: Phase::Starting,
             server_url: None,
             profile: None,
             server_status: ServerStatus::Unknown,
+            tunnel: TunnelStatus::stopped(),
             notice: None,
         };
 
         Self {
             inner: Arc::new(Inner {
                 store,
-                options,
+                options: options.api,
+                tunnel_settings: options.tunnel,
                 operations: Arc::new(Mutex::new(Operations {
                     store_loaded: false,
                     session: None,
                     last_sign_out: None,
+                    shut_down: false,
                 })),
                 view: watch::channel(snapshot).0,
-                sign_out_requests: watch::channel(0).0,
+                tunnel: std::sync::Mutex::new(None),
+                interrupts: watch::channel(0).0,
                 completed_sign_outs: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Returns the current state without waiting for a running operation.
+    /// Returns the current state, with the tunnel's status read live, without waiting for a
+    /// running operation.
     pub fn snapshot(&self) -> Snapshot {
-        self.inner.view.borrow().clone()
+        let mut snapshot = self.inner.view.borrow().clone();
+        snapshot.tunnel = self.tunnel_status();
+        snapshot
+    }
+
+    /// Returns the tunnel's status without waiting for a running operation: stopped when
+    /// there is no session.
+    pub fn tunnel_status(&self) -> TunnelStatus {
+        let watch = self.tunnel_watch();
+        watch.map(|watch| watch.status()).unwrap_or_default()
+    }
+
+    /// Probes the server through the tunnel now, or tries again to start a tunnel that failed
+    /// to start. The result shows in [`Controller::tunnel_status`] when it arrives.
+    pub fn check_tunnel(&self) {
+        if let Some(watch) = self.tunnel_watch() {
+            watch.check_now();
+        }
     }
 
     /// Returns the state once the store has been read (the phase is no longer `Starting`).
@@ -172,19 +230,23 @@ impl Controller {
         self.inner.view.subscribe()
     }
 
-    /// Loads the stored session (on the first call) and confirms it with the server.
+    /// Loads the stored session (on the first call), starts its tunnel from the saved key and
+    /// WireGuard config, and confirms the session with the server.
     ///
     /// A 401 ends the session locally and leaves a `session_expired` notice. A network or
     /// server failure keeps the session with the saved profile and records the failure in
-    /// [`Snapshot::server_status`]; call `resume` again to retry.
+    /// [`Snapshot::server_status`]; call `resume` again to retry. When the server hands out a
+    /// changed WireGuard config or a new key, the tunnel starts again with them.
     pub async fn resume(&self) -> Snapshot {
-        let mut interrupts = self.inner.sign_out_requests.subscribe();
+        let mut interrupts = self.inner.interrupts.subscribe();
 
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
+            controller.ensure_tunnel(&mut operations).await;
             controller
                 .confirm_session(&mut operations, &mut interrupts)
                 .await;
+            controller.ensure_tunnel(&mut operations).await;
             controller.snapshot()
         })
         .await
@@ -216,16 +278,14 @@ impl Controller {
         .await
     }
 
-    /// Signs out: `POST /logout` under the logout timeout, then clears the stored credentials
-    /// whatever the server replied.
+    /// Signs out: `POST /logout` under the logout timeout, then stops the tunnel under its
+    /// stop bound and clears the stored credentials, whatever the server replied.
     ///
     /// A call made while another sign-out runs waits for it and returns its report; a call
     /// with no session returns [`SignOutOutcome::AlreadySignedOut`].
     pub async fn sign_out(&self) -> SignOutOutcome {
         let completed_before = self.inner.completed_sign_outs.load(Ordering::SeqCst);
-        self.inner
-            .sign_out_requests
-            .send_modify(|count| *count += 1);
+        self.inner.interrupts.send_modify(|count| *count += 1);
 
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
@@ -242,6 +302,7 @@ impl Controller {
             controller.publish(|view| view.phase = Phase::SigningOut);
 
             let report = session.sign_out(controller.inner.store.as_ref()).await;
+            controller.set_tunnel_watch(None);
 
             operations.last_sign_out = Some(report.clone());
             controller
@@ -252,12 +313,37 @@ impl Controller {
                 view.phase = Phase::SignedOut;
                 view.profile = None;
                 view.server_status = ServerStatus::Unknown;
+                view.tunnel = TunnelStatus::stopped();
                 view.notice = Some(Notice {
                     kind: report.server.kind(),
                     message: report.message(),
                 });
             });
             SignOutOutcome::Completed(report)
+        })
+        .await
+    }
+
+    /// Stops the tunnel within its stop bound for app exit and keeps the session saved, so
+    /// that the next start resumes it. No tunnel starts after this call.
+    ///
+    /// Returns how the tunnel stopped, or `None` when there was no session.
+    pub async fn shutdown(&self) -> Option<TunnelOutcome> {
+        self.inner.interrupts.send_modify(|count| *count += 1);
+
+        self.run(move |controller, mut operations| async move {
+            operations.shut_down = true;
+            let session = operations.session.as_mut()?;
+
+            let outcome = session.stop_tunnel().await;
+            tracing::info!(
+                outcome = outcome.kind(),
+                ?outcome,
+                "stopped the tunnel for exit; the session stays saved"
+            );
+            controller.set_tunnel_watch(None);
+            controller.publish(|view| view.tunnel = TunnelStatus::stopped());
+            Some(outcome)
         })
         .await
     }
@@ -286,6 +372,56 @@ impl Controller {
 
     fn publish(&self, change: impl FnOnce(&mut Snapshot)) {
         self.inner.view.send_modify(change);
+    }
+
+    fn tunnel_watch(&self) -> Option<TunnelWatch> {
+        let watch = self
+            .inner
+            .tunnel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        watch.clone()
+    }
+
+    fn set_tunnel_watch(&self, watch: Option<TunnelWatch>) {
+        *self
+            .inner
+            .tunnel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = watch;
+    }
+
+    /// Returns the callback through which the tunnel's supervisor publishes status changes.
+    /// It keeps a weak reference, so that a session owned by the controller does not keep the
+    /// controller alive.
+    fn tunnel_notifier(&self) -> ChangeNotifier {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move || {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let controller = Controller { inner };
+            let status = controller.tunnel_status();
+            controller.publish(|view| view.tunnel = status);
+        })
+    }
+
+    /// Starts the session's tunnel, or starts it again when the session's WireGuard config or
+    /// key changed; does nothing without a session or after [`Controller::shutdown`].
+    async fn ensure_tunnel(&self, operations: &mut Operations) {
+        if operations.shut_down {
+            return;
+        }
+        let Some(session) = operations.session.as_mut() else {
+            return;
+        };
+
+        session
+            .ensure_tunnel_with(&self.inner.tunnel_settings, self.tunnel_notifier())
+            .await;
+        self.set_tunnel_watch(session.tunnel_watch());
+        let status = self.tunnel_status();
+        self.publish(|view| view.tunnel = status);
     }
 
     /// Reads the store once; unreadable contents and read errors mean "signed out".
@@ -364,7 +500,7 @@ impl Controller {
                     view.server_status = ServerStatus::Confirmed;
                 });
             }
-            Ok(Confirmation::Expired) => self.end_expired_session(operations),
+            Ok(Confirmation::Expired) => self.end_expired_session(operations).await,
             Err(error) => {
                 tracing::warn!(%error, "could not confirm the saved session; keeping it");
                 let status = match error.unreachable_reason() {
@@ -384,11 +520,17 @@ impl Controller {
         }
     }
 
-    fn end_expired_session(&self, operations: &mut Operations) {
+    async fn end_expired_session(&self, operations: &mut Operations) {
         tracing::info!("the server rejected the saved session; signing out locally");
 
-        // TODO: stop the tunnel here too once camwire-tunnel provides it.
-        operations.session = None;
+        if let Some(mut session) = operations.session.take() {
+            let outcome = session.stop_tunnel().await;
+            tracing::info!(
+                outcome = outcome.kind(),
+                "stopped the tunnel of the expired session"
+            );
+        }
+        self.set_tunnel_watch(None);
         if let Err(error) = self.inner.store.clear() {
             tracing::error!(%error, "could not clear the expired credentials");
         }
@@ -397,6 +539,7 @@ impl Controller {
             view.phase = Phase::SignedOut;
             view.profile = None;
             view.server_status = ServerStatus::Unknown;
+            view.tunnel = TunnelStatus::stopped();
             view.notice = Some(Notice {
                 kind: "session_expired",
                 message: "Your session expired or was revoked; sign in again.".to_owned(),
@@ -433,6 +576,8 @@ impl Controller {
 
         let profile = session.profile().clone();
         operations.session = Some(session);
+        self.ensure_tunnel(operations).await;
+
         self.publish(|view| {
             view.phase = Phase::SignedIn;
             view.profile = Some(profile);

@@ -1,10 +1,13 @@
 //! Report of a sign-out, for the user and for tests.
 
+use std::time::Duration;
+
 use camwire_api::{CleanupStatus, LogoutResponse, WireguardCleanup};
 
 use crate::{ApiError, UnreachableReason};
 
-/// Outcome of a sign-out: the server's reply, and whether the stored credentials are gone.
+/// Outcome of a sign-out: the server's reply, how the tunnel stopped, and whether the stored
+/// credentials are gone.
 ///
 /// The session ends on this device in every case, and [`SignOutReport::message`] states that
 /// in a sentence for the user.
@@ -13,6 +16,7 @@ pub struct SignOutReport {
     /// The server the session belonged to, such as `http://127.0.0.1:8080`.
     pub server_url: String,
     pub server: ServerOutcome,
+    pub tunnel: TunnelOutcome,
     pub store: StoreOutcome,
 }
 
@@ -32,6 +36,30 @@ pub enum ServerOutcome {
     /// The server replied with a 5xx, another unexpected status, or a body that is not the
     /// expected JSON.
     ServerError { status: Option<u16>, detail: String },
+}
+
+/// Outcome of stopping the session's tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelOutcome {
+    /// No tunnel ran: it had not started, or every start attempt failed.
+    NotRunning,
+    /// The tunnel stopped within the bound. `ended` tasks returned after the stop signal;
+    /// `aborted` ones were still running at the tunnel's shutdown timeout and were aborted.
+    Stopped { ended: usize, aborted: usize },
+    /// The tunnel's tasks did not finish within `bound`. The tunnel was dropped, which aborts
+    /// its remaining tasks without waiting for them.
+    TimedOut { bound: Duration },
+}
+
+impl TunnelOutcome {
+    /// Returns a short machine-readable name: `not_running`, `stopped` or `timed_out`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TunnelOutcome::NotRunning => "not_running",
+            TunnelOutcome::Stopped { .. } => "stopped",
+            TunnelOutcome::TimedOut { .. } => "timed_out",
+        }
+    }
 }
 
 /// Whether clearing the stored credentials succeeded.
@@ -118,6 +146,17 @@ impl SignOutReport {
             }
         };
 
+        match self.tunnel {
+            TunnelOutcome::NotRunning | TunnelOutcome::Stopped { aborted: 0, .. } => {}
+            TunnelOutcome::Stopped { aborted, .. } => message.push_str(&format!(
+                " The VPN tunnel stopped; {aborted} of its tasks had to be aborted."
+            )),
+            TunnelOutcome::TimedOut { bound } => message.push_str(&format!(
+                " The VPN tunnel did not stop within {} s and was shut down forcibly.",
+                bound.as_secs_f64()
+            )),
+        }
+
         if let StoreOutcome::Failed { error } = &self.store {
             message.push_str(&format!(
                 " Removing the saved sign-in from this device failed ({error}); delete the file \
@@ -177,14 +216,16 @@ fn unreachable_phrase(reason: &UnreachableReason) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn report(server: ServerOutcome) -> SignOutReport {
         SignOutReport {
             server_url: "http://127.0.0.1:8080".into(),
             server,
+            tunnel: TunnelOutcome::Stopped {
+                ended: 1,
+                aborted: 0,
+            },
             store: StoreOutcome::Cleared,
         }
     }
@@ -261,6 +302,41 @@ mod tests {
         assert!(
             message.contains("could not write the credential store /x"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn forced_tunnel_stop_is_mentioned() {
+        let mut timed_out = report(ServerOutcome::TokenRejected);
+        timed_out.tunnel = TunnelOutcome::TimedOut {
+            bound: Duration::from_secs(2),
+        };
+        let mut aborted = report(ServerOutcome::TokenRejected);
+        aborted.tunnel = TunnelOutcome::Stopped {
+            ended: 0,
+            aborted: 1,
+        };
+        let mut not_running = report(ServerOutcome::TokenRejected);
+        not_running.tunnel = TunnelOutcome::NotRunning;
+
+        assert!(
+            timed_out
+                .message()
+                .ends_with("The VPN tunnel did not stop within 2 s and was shut down forcibly."),
+            "{}",
+            timed_out.message()
+        );
+        assert!(
+            aborted
+                .message()
+                .ends_with("The VPN tunnel stopped; 1 of its tasks had to be aborted."),
+            "{}",
+            aborted.message()
+        );
+        assert!(
+            not_running.message().ends_with("revoked already)."),
+            "{}",
+            not_running.message()
         );
     }
 

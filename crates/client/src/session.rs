@@ -1,23 +1,28 @@
 //! A signed-in session: sign-in steps, confirmation with the server, and sign-out steps.
 
+use std::sync::Arc;
+
 use camwire_api::{Password, error_code};
 use camwire_tunnel::PrivateKey;
 
-use crate::report::{ServerOutcome, SignOutReport, StoreOutcome};
-use crate::{ApiClient, ApiError, CredentialStore, Credentials, Profile};
+use crate::report::{ServerOutcome, SignOutReport, StoreOutcome, TunnelOutcome};
+use crate::supervisor::{ChangeNotifier, TunnelSupervisor, TunnelWatch};
+use crate::{
+    ApiClient, ApiError, CredentialStore, Credentials, Profile, TunnelSettings, TunnelStatus,
+};
 
-/// A session on one server: the API client, the access token, the device key and the profile.
+/// A session on one server: the API client, the access token, the device key, the profile and
+/// the WireGuard tunnel.
 ///
-/// Created by [`Session::sign_in`] or, from stored credentials, [`Session::resume`]; ended by
-/// [`Session::sign_out`], which consumes it. The token and key are wiped from memory when the
-/// session is dropped.
-///
-/// NOTE: the WireGuard tunnel is not part of the session yet. It will be a field here, started
-/// where `sign_in` and `resume` mark it and stopped at step 4 of `sign_out`.
+/// Created by [`Session::sign_in`] or, from stored credentials, [`Session::resume`], both
+/// without a tunnel; [`Session::ensure_tunnel`] starts it. Ended by [`Session::sign_out`],
+/// which consumes the session. The token and key are wiped from memory when the session is
+/// dropped, and dropping it aborts the tunnel without waiting.
 #[derive(Debug)]
 pub struct Session {
     api: ApiClient,
     credentials: Credentials,
+    tunnel: Option<TunnelSupervisor>,
 }
 
 /// A sign-in step, named in errors.
@@ -144,8 +149,6 @@ impl Session {
             }
         };
 
-        // TODO: start the WireGuard tunnel here once camwire-tunnel provides it.
-
         let credentials = Credentials {
             server_url: api.server().clone(),
             access_token: token,
@@ -153,15 +156,91 @@ impl Session {
             private_key,
             profile: Profile { user, wireguard },
         };
-        Ok(Self { api, credentials })
+        Ok(Self {
+            api,
+            credentials,
+            tunnel: None,
+        })
     }
 
     /// Restores a session from stored credentials without contacting the server; call
     /// [`Session::confirm`] to check it.
     pub fn resume(api: ApiClient, credentials: Credentials) -> Self {
-        // The tunnel will start here too, from the stored key and WireGuard config, so that a
-        // resumed session works while the server's API is unreachable.
-        Self { api, credentials }
+        Self {
+            api,
+            credentials,
+            tunnel: None,
+        }
+    }
+
+    /// Starts the tunnel with the session's WireGuard config and device key, unless it runs
+    /// with them already. A tunnel started with an older config or key is stopped first, so
+    /// a session never has two.
+    ///
+    /// A failed start does not fail this call: the status shows the error and the tunnel is
+    /// started again later, because the server has accepted the device already.
+    pub async fn ensure_tunnel(&mut self, settings: &TunnelSettings) {
+        self.ensure_tunnel_with(settings, Arc::new(|| {})).await;
+    }
+
+    /// [`Session::ensure_tunnel`], calling `notify` after every status change.
+    pub(crate) async fn ensure_tunnel_with(
+        &mut self,
+        settings: &TunnelSettings,
+        notify: ChangeNotifier,
+    ) {
+        let config = &self.credentials.profile.wireguard;
+        let public_key = self.credentials.private_key.public_key();
+        if let Some(tunnel) = &self.tunnel
+            && tunnel.runs_with(config, &public_key)
+        {
+            return;
+        }
+
+        if let Some(old) = self.tunnel.take() {
+            let outcome = old.stop().await;
+            tracing::info!(
+                outcome = outcome.kind(),
+                "stopped the tunnel of the previous WireGuard config"
+            );
+        }
+        self.tunnel = Some(
+            TunnelSupervisor::start(
+                config.clone(),
+                self.credentials.private_key.clone(),
+                *settings,
+                notify,
+            )
+            .await,
+        );
+    }
+
+    /// Stops the tunnel within its stop bound and keeps the session, for app exit.
+    pub async fn stop_tunnel(&mut self) -> TunnelOutcome {
+        match self.tunnel.take() {
+            Some(tunnel) => tunnel.stop().await,
+            None => TunnelOutcome::NotRunning,
+        }
+    }
+
+    /// Returns the tunnel's status: state, counters and the last health probe.
+    pub fn tunnel_status(&self) -> TunnelStatus {
+        self.tunnel
+            .as_ref()
+            .map(TunnelSupervisor::status)
+            .unwrap_or_default()
+    }
+
+    /// Probes the server through the tunnel now, or tries to start a tunnel that failed to
+    /// start, without waiting for the result.
+    pub fn check_tunnel(&self) {
+        if let Some(tunnel) = &self.tunnel {
+            tunnel.check_now();
+        }
+    }
+
+    pub(crate) fn tunnel_watch(&self) -> Option<TunnelWatch> {
+        self.tunnel.as_ref().map(TunnelSupervisor::watch)
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -219,12 +298,13 @@ impl Session {
         Ok(Confirmation::Confirmed { changed })
     }
 
-    /// Signs out: sends `POST /logout` (bounded by the logout timeout), then clears the stored
-    /// credentials whatever the server replied, and reports both.
+    /// Signs out: sends `POST /logout` (bounded by the logout timeout), then stops the tunnel
+    /// (bounded by its stop bound) and clears the stored credentials whatever the server
+    /// replied, and reports all three.
     ///
-    /// The step numbers follow the product's sign-out sequence. Step 4 (stop the tunnel) is
-    /// added when the tunnel exists.
-    pub async fn sign_out(self, store: &dyn CredentialStore) -> SignOutReport {
+    /// The step numbers follow the product's sign-out sequence; steps 1, 2 and 6 belong to
+    /// the user interface.
+    pub async fn sign_out(mut self, store: &dyn CredentialStore) -> SignOutReport {
         let server_url = self.api.server().to_string();
         let user_id = self.credentials.profile.user.id.clone();
 
@@ -240,7 +320,9 @@ impl Session {
             }
         }
 
-        // Step 4: stop the tunnel. TODO: stop it here once camwire-tunnel provides it.
+        // Step 4: stop the tunnel: its tasks end, its sockets close, its key is wiped.
+        let tunnel = self.stop_tunnel().await;
+        tracing::info!(%user_id, outcome = tunnel.kind(), ?tunnel, "stopped the tunnel");
 
         // Step 5: clear the stored credentials and persist that.
         let store = match store.clear() {
@@ -259,6 +341,7 @@ impl Session {
         SignOutReport {
             server_url,
             server,
+            tunnel,
             store,
         }
     }

@@ -175,11 +175,7 @@ async fn sign_in_while_signed_in_is_rejected() {
 async fn resume_confirms_saved_session() {
     support::init_logging();
     let server = FakeCamwire::start().await;
-    let credentials = support::credentials(&server.url, "token-saved");
-    server.insert_session(
-        "token-saved",
-        Some((credentials.private_key.public_key().to_base64(), 2)),
-    );
+    let credentials = server.credentials("token-saved", 2);
     let store = MemoryStoreHandle::new();
     store.store().save(&credentials).expect("saves");
     let controller = Controller::new(store.clone_arc(), support::options());

@@ -1,8 +1,9 @@
 //! Servers on loopback for the client's tests.
 //!
-//! All of them are fakes, used because the faults they produce (a reply of 500 or garbage,
-//! a connection that never gets a reply, a pool that is exhausted on demand) cannot be
-//! produced on demand by the real server.
+//! The HTTP servers are fakes, used because the faults they produce (a reply of 500 or
+//! garbage, a connection that never gets a reply, a pool that is exhausted on demand) cannot
+//! be produced on demand by the real server. The WireGuard side of [`FakeCamwire`] is real: a
+//! camwire-tunnel `Hub` on loopback whose port 80 forwards to a real HTTP listener.
 
 #![allow(
     dead_code,
@@ -10,7 +11,7 @@
 )]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use camwire_api::{AccessToken, Role, User, WireguardConfig};
 use camwire_client::{ApiClient, ApiOptions, Credentials, Profile, ServerUrl};
-use camwire_tunnel::PrivateKey;
+use camwire_tunnel::{Forward, Hub, HubConfig, PrivateKey, PublicKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -30,10 +31,17 @@ use tokio::net::TcpListener;
 /// The password that the fake Camwire server accepts for every user.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The hub's address inside the tunnel, as the real server's default pool has it.
+pub const HUB_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 13, 0, 1);
+
+/// WireGuard endpoint of configs that no hub serves: loopback port 9 (discard), so that the
+/// handshakes of tunnels started from them reach no WireGuard listener of another test.
+pub const UNSERVED_ENDPOINT: &str = "127.0.0.1:9";
+
 /// Sends the client's logs to the test output (shown for failing tests).
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("camwire_client=debug")
+        .with_env_filter("camwire_client=debug,camwire_tunnel=info")
         .with_test_writer()
         .try_init();
 }
@@ -75,12 +83,21 @@ pub fn user(username: &str) -> User {
     }
 }
 
+/// Returns a WireGuard config for `10.13.0.{host}` whose endpoint no hub serves.
 pub fn wireguard_config(host: u8) -> WireguardConfig {
+    hub_config(
+        host,
+        "0fDuLGSYob+8di4t6fr8jydBUwxlaoh5q3si97h4t0E=",
+        UNSERVED_ENDPOINT,
+    )
+}
+
+fn hub_config(host: u8, server_public_key: &str, endpoint: &str) -> WireguardConfig {
     serde_json::from_value(json!({
         "address": format!("10.13.0.{host}/32"),
-        "server_address": "10.13.0.1",
-        "server_public_key": "0fDuLGSYob+8di4t6fr8jydBUwxlaoh5q3si97h4t0E=",
-        "endpoint": "127.0.0.1:51820",
+        "server_address": HUB_ADDRESS.to_string(),
+        "server_public_key": server_public_key,
+        "endpoint": endpoint,
         "allowed_ips": ["10.13.0.0/16"],
         "persistent_keepalive": 25,
         "expires_at": "2030-01-01T00:00:00Z",
@@ -232,6 +249,10 @@ pub struct Behavior {
     pub me_status: Option<u16>,
     /// `POST /logout` waits this long before replying.
     pub logout_delay: Duration,
+    /// WireGuard configs name this endpoint in place of the hub's.
+    pub endpoint: Option<String>,
+    /// `GET /healthz` through the tunnel replies with this status and an error body.
+    pub health_status: Option<u16>,
 }
 
 /// Calls the fake Camwire server received, per route.
@@ -242,6 +263,8 @@ pub struct Counters {
     pub get_config: AtomicUsize,
     pub me: AtomicUsize,
     pub logout: AtomicUsize,
+    /// `GET /healthz` requests that reached the HTTP listener behind the hub.
+    pub health: AtomicUsize,
 }
 
 impl Counters {
@@ -255,8 +278,10 @@ struct Allocation {
     host: u8,
 }
 
-#[derive(Default)]
 struct FakeState {
+    /// The real WireGuard hub: peers are added at `POST /wireguard/config` and removed at
+    /// `POST /logout`.
+    hub: Hub,
     behavior: Mutex<Behavior>,
     counters: Counters,
     /// Live tokens and the allocation of each.
@@ -268,10 +293,12 @@ struct FakeState {
     events: Mutex<Vec<&'static str>>,
 }
 
-/// Fake Camwire server with the contract's routes, counters and injectable faults.
+/// Fake Camwire server with the contract's routes, counters and injectable faults, and a
+/// real WireGuard hub.
 ///
-/// It keeps its sessions in memory and allocates addresses `10.13.0.2`, `.3`, ... in order,
-/// without the real server's database, leases or WireGuard hub.
+/// It keeps its sessions in memory and allocates the lowest free address from `10.13.0.2`,
+/// without the real server's database or leases. The hub's port 80 forwards to an HTTP
+/// listener on loopback that serves `GET /healthz`.
 pub struct FakeCamwire {
     pub url: String,
     pub address: SocketAddr,
@@ -288,7 +315,31 @@ impl FakeCamwire {
     pub async fn start_on(address: &str) -> Self {
         let listener = TcpListener::bind(address).await.expect("bind loopback");
         let address = listener.local_addr().expect("local address");
-        let state = Arc::new(FakeState::default());
+        let health_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let health_address = health_listener.local_addr().expect("local address");
+        let hub = Hub::bind(HubConfig::new(
+            "127.0.0.1:0".parse().expect("valid address"),
+            PrivateKey::generate(),
+            HUB_ADDRESS,
+            "10.13.0.0/16".parse().expect("valid network"),
+            vec![Forward {
+                port: camwire_client::HEALTH_PORT,
+                target: health_address,
+            }],
+        ))
+        .await
+        .expect("hub binds on loopback");
+        let state = Arc::new(FakeState {
+            hub,
+            behavior: Mutex::default(),
+            counters: Counters::default(),
+            sessions: Mutex::default(),
+            issued: AtomicUsize::new(0),
+            registered_keys: Mutex::default(),
+            events: Mutex::default(),
+        });
 
         let router = axum::Router::new()
             .route("/login", post(login))
@@ -296,8 +347,13 @@ impl FakeCamwire {
             .route("/wireguard/config", post(register_key).get(get_config))
             .route("/logout", post(logout))
             .with_state(Arc::clone(&state));
+        let health_router = axum::Router::new()
+            .route("/healthz", get(health))
+            .with_state(Arc::clone(&state));
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let api = axum::serve(listener, router);
+            let health = axum::serve(health_listener, health_router);
+            let _ = tokio::join!(api, health);
         });
 
         Self {
@@ -305,6 +361,28 @@ impl FakeCamwire {
             address,
             state,
             task,
+        }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.state.hub
+    }
+
+    /// Returns credentials of a live session for `token` with a new device key, registered
+    /// with the hub at `10.13.0.{host}`, as a sign-in would have saved them.
+    pub fn credentials(&self, token: &str, host: u8) -> Credentials {
+        let private_key = PrivateKey::generate();
+        self.insert_session(token, Some((private_key.public_key().to_base64(), host)));
+
+        Credentials {
+            server_url: ServerUrl::parse(&self.url).expect("test server URL is valid"),
+            access_token: AccessToken::new(token),
+            token_expires_at: "2030-01-01T00:00:00Z".parse().expect("valid date"),
+            private_key,
+            profile: Profile {
+                user: user("alice"),
+                wireguard: self.state.wireguard_config(host),
+            },
         }
     }
 
@@ -328,8 +406,16 @@ impl FakeCamwire {
         self.state.sessions.lock().expect("lock").len()
     }
 
-    /// Adds a live session for `token` with an allocation at `10.13.0.{host}`, or none.
+    /// Adds a live session for `token` with an allocation at `10.13.0.{host}` (a hub peer
+    /// too), or none.
     pub fn insert_session(&self, token: &str, allocation: Option<(String, u8)>) {
+        if let Some((public_key, host)) = &allocation {
+            let key = PublicKey::from_base64(public_key).expect("valid public key");
+            self.state
+                .hub
+                .add_peer(key, Ipv4Addr::new(10, 13, 0, *host))
+                .expect("hub adds the peer");
+        }
         let allocation = allocation.map(|(public_key, host)| Allocation { public_key, host });
         self.state
             .sessions
@@ -342,6 +428,16 @@ impl FakeCamwire {
 impl Drop for FakeCamwire {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+impl FakeState {
+    /// Returns the config of `10.13.0.{host}` on this fake's hub, or on the endpoint of the
+    /// behavior.
+    fn wireguard_config(&self, host: u8) -> WireguardConfig {
+        let endpoint = self.behavior.lock().expect("lock").endpoint.clone();
+        let endpoint = endpoint.unwrap_or_else(|| self.hub.local_addr().to_string());
+        hub_config(host, &self.hub.public_key().to_base64(), &endpoint)
     }
 }
 
@@ -419,13 +515,13 @@ async fn register_key(
         );
     }
     let public_key = body["public_key"].as_str().unwrap_or_default().to_owned();
-    if camwire_api::parse_key(&public_key).is_err() {
+    let Ok(key) = PublicKey::from_base64(&public_key) else {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_public_key",
             "Invalid public key.",
         );
-    }
+    };
 
     let mut sessions = state.sessions.lock().expect("lock");
     let used: Vec<u8> = sessions
@@ -436,6 +532,17 @@ async fn register_key(
     let host = (2u8..=254)
         .find(|host| !used.contains(host))
         .expect("fake pool has room");
+    if state
+        .hub
+        .add_peer(key, Ipv4Addr::new(10, 13, 0, host))
+        .is_err()
+    {
+        return error(
+            StatusCode::CONFLICT,
+            "public_key_in_use",
+            "This public key belongs to another device.",
+        );
+    }
     sessions.insert(
         token,
         Some(Allocation {
@@ -446,7 +553,8 @@ async fn register_key(
     state.registered_keys.lock().expect("lock").push(public_key);
     state.events.lock().expect("lock").push("register_key");
 
-    (StatusCode::CREATED, Json(wireguard_config(host))).into_response()
+    drop(sessions);
+    (StatusCode::CREATED, Json(state.wireguard_config(host))).into_response()
 }
 
 async fn get_config(State(state): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
@@ -455,10 +563,15 @@ async fn get_config(State(state): State<Arc<FakeState>>, headers: HeaderMap) -> 
         return unauthorized();
     };
 
-    let sessions = state.sessions.lock().expect("lock");
-    match sessions.get(&token) {
-        Some(Some(allocation)) => Json(wireguard_config(allocation.host)).into_response(),
-        _ => error(
+    let host = state
+        .sessions
+        .lock()
+        .expect("lock")
+        .get(&token)
+        .and_then(|allocation| allocation.as_ref().map(|allocation| allocation.host));
+    match host {
+        Some(host) => Json(state.wireguard_config(host)).into_response(),
+        None => error(
             StatusCode::NOT_FOUND,
             "not_configured",
             "This session has no WireGuard config.",
@@ -494,13 +607,17 @@ async fn logout(State(state): State<Arc<FakeState>>, headers: HeaderMap) -> Resp
         .expect("lock")
         .remove(&token)
         .flatten();
+    let peer_removed = allocation.as_ref().is_some_and(|allocation| {
+        let key = PublicKey::from_base64(&allocation.public_key).expect("stored key is valid");
+        state.hub.remove_peer(&key)
+    });
     state.events.lock().expect("lock").push("logout");
 
     let wireguard = match allocation {
         Some(allocation) => json!({
             "status": "revoked",
             "released_address": format!("10.13.0.{}", allocation.host),
-            "peer_removed": true,
+            "peer_removed": peer_removed,
             "detail": null,
         }),
         None => {
@@ -509,6 +626,16 @@ async fn logout(State(state): State<Arc<FakeState>>, headers: HeaderMap) -> Resp
     };
     Json(json!({"message": "Signed out.", "session_invalidated": true, "wireguard": wireguard}))
         .into_response()
+}
+
+/// `GET /healthz` of the HTTP listener behind the hub's port 80.
+async fn health(State(state): State<Arc<FakeState>>) -> Response {
+    state.counters.health.fetch_add(1, Ordering::SeqCst);
+    if let Some(status) = state.behavior.lock().expect("lock").health_status {
+        let status = StatusCode::from_u16(status).expect("valid status");
+        return error(status, "unavailable", "Injected failure.");
+    }
+    Json(json!({"status": "ok"})).into_response()
 }
 
 /// A [`MemoryStore`](camwire_client::MemoryStore) shared between a controller and a test.
