@@ -67,8 +67,8 @@ impl AppSession {
             "tauri:options": { "application": application },
         });
         let capabilities = capabilities.as_object().cloned().unwrap_or_default();
-        let client = ClientBuilder::rustls()
-            .context("failed to set up the WebDriver client")?
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await

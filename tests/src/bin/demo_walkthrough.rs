@@ -2,7 +2,7 @@
 //! desktop app signed in as alice against it.
 //!
 //! - `--interactive` (a display is present): signs alice in through the real webview and
-//!   leaves the window to the user; closing the window ends the demo and the server.
+//!   leaves the window to the user. Closing the window ends the demo and the server.
 //! - `--scripted` (headless, under Xvfb): signs alice in, opens the logout confirmation,
 //!   logs out, saves a screenshot of each step under `target/demo/`, prints alice's
 //!   allocation before and after, and fails unless the address was freed.
