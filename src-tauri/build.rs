@@ -2,7 +2,14 @@
 //! Camwire's commands so that the capability can grant each one by name.
 
 /// Commands the webview may call; each needs an `allow-` permission in `capabilities/`.
-const COMMANDS: &[&str] = &["app_state", "check_session", "sign_in", "sign_out"];
+const COMMANDS: &[&str] = &[
+    "app_state",
+    "check_session",
+    "check_tunnel",
+    "sign_in",
+    "sign_out",
+    "tunnel_status",
+];
 
 fn main() {
     let manifest = tauri_build::AppManifest::new().commands(COMMANDS);

@@ -9,6 +9,13 @@ const elements = Object.fromEntries(
 const startingText = document.getElementById("starting");
 const signinForm = document.getElementById("signin-form");
 
+/** Time between two `tunnel_status` calls while the profile is shown, in milliseconds. */
+const TUNNEL_POLL_INTERVAL_MS = 1000;
+let tunnelPollTimer = null;
+// Incremented by every start and stop, so that a call still running from an earlier polling
+// round neither renders nor schedules another call.
+let tunnelPollRound = 0;
+
 /** Calls an app command; rejects with the command's error sentence. */
 async function invoke(command, args) {
   const tauri = window.__TAURI__;
@@ -37,7 +44,10 @@ function render(state) {
 
   if (signedIn && state.profile) {
     renderProfile(state);
+    renderTunnel(state.tunnel);
+    startTunnelPolling();
   } else {
+    stopTunnelPolling();
     renderSignIn(state);
   }
 }
@@ -68,6 +78,50 @@ function renderProfile(state) {
   elements.profileStatus.dataset.kind = status.kind;
   setVisible(elements.profileRetry, status.kind === "unreachable" || status.kind === "failing");
   elements.profileRetry.disabled = false;
+}
+
+function renderTunnel(tunnel) {
+  elements.tunnelState.textContent = tunnel.stateText;
+  elements.tunnelState.dataset.kind = tunnel.state;
+  elements.tunnelHandshake.textContent = tunnel.handshake;
+  elements.tunnelSent.textContent = tunnel.sent;
+  elements.tunnelReceived.textContent = tunnel.received;
+  elements.tunnelServer.textContent = tunnel.serverText;
+  elements.tunnelServer.dataset.kind = tunnel.server;
+  elements.tunnelServer.title = tunnel.serverDetail ?? "";
+}
+
+/** Calls `tunnel_status` every second while the profile is shown; one call at a time. */
+function startTunnelPolling() {
+  if (tunnelPollTimer !== null) {
+    return;
+  }
+  tunnelPollRound += 1;
+  const round = tunnelPollRound;
+  tunnelPollTimer = setTimeout(() => pollTunnel(round), TUNNEL_POLL_INTERVAL_MS);
+}
+
+function stopTunnelPolling() {
+  tunnelPollRound += 1;
+  clearTimeout(tunnelPollTimer);
+  tunnelPollTimer = null;
+}
+
+async function pollTunnel(round) {
+  let tunnel = null;
+  try {
+    tunnel = await invoke("tunnel_status");
+  } catch (error) {
+    console.error(`tunnel_status failed: ${error}`);
+  }
+  if (round !== tunnelPollRound) {
+    return;
+  }
+
+  if (tunnel) {
+    renderTunnel(tunnel);
+  }
+  tunnelPollTimer = setTimeout(() => pollTunnel(round), TUNNEL_POLL_INTERVAL_MS);
 }
 
 function setSigningIn(busy) {
@@ -104,6 +158,7 @@ async function signIn(event) {
 /** Asks the app to confirm the saved session with the server (or to retry), then renders. */
 async function checkSession() {
   elements.profileRetry.disabled = true;
+  invoke("check_tunnel").catch((error) => console.error(`check_tunnel failed: ${error}`));
   setMessage(elements.profileStatus, "Checking the session with the server…");
   elements.profileStatus.classList.add("checking");
   try {

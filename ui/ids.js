@@ -26,6 +26,13 @@ export const IDS = Object.freeze({
   profileRetry: "profile-retry",
   logoutButton: "logout-button",
 
+  // Tunnel part of the profile view, refreshed every second.
+  tunnelState: "tunnel-state",
+  tunnelHandshake: "tunnel-handshake",
+  tunnelSent: "tunnel-sent",
+  tunnelReceived: "tunnel-received",
+  tunnelServer: "tunnel-server",
+
   // Log-out confirmation dialog.
   logoutDialog: "logout-dialog",
   logoutConfirm: "logout-confirm",

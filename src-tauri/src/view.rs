@@ -1,6 +1,13 @@
 //! Display data that the commands send to the webview, with no token, key or password.
+//!
+//! Conversions that show a time take `now`, so that only the commands read the clock.
 
-use camwire_client::{Notice, Phase, Profile, ServerStatus, SignOutOutcome, Snapshot};
+use std::time::SystemTime;
+
+use camwire_client::{
+    Notice, Phase, Profile, ServerProbe, ServerStatus, SignOutOutcome, Snapshot, TunnelPhase,
+    TunnelStatus, format_age, format_bytes,
+};
 use serde::Serialize;
 
 /// The app's state for the page.
@@ -13,7 +20,29 @@ pub struct AppState {
     pub server_url: Option<String>,
     pub profile: Option<ProfileView>,
     pub server_status: ServerStatusView,
+    pub tunnel: TunnelView,
     pub notice: Option<NoticeView>,
+}
+
+/// The tunnel's state, counters and health probe, formatted for people.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelView {
+    /// `connecting`, `connected`, `expired`, `stopped` or `error`.
+    pub state: &'static str,
+    /// The state as the page shows it, such as `connected` or `error: <message>`.
+    pub state_text: String,
+    /// Age of the last handshake, such as `12 s ago`, or `never`.
+    pub handshake: String,
+    /// Bytes sent and received, such as `1.5 KiB`.
+    pub sent: String,
+    pub received: String,
+    /// `checking`, `answering` or `not_answering`.
+    pub server: &'static str,
+    /// The probe result as the page shows it: `answering (3 ms)`, `not answering` or `checking`.
+    pub server_text: String,
+    /// Reason of the last failed probe, for a tooltip.
+    pub server_detail: Option<String>,
 }
 
 /// The profile fields the page shows.
@@ -61,17 +90,50 @@ pub struct SignOutView {
     pub server_confirmed: bool,
     /// Whether the saved credentials were removed from disk.
     pub store_cleared: bool,
+    /// Outcome of the tunnel's stop: `not_running`, `stopped` or `timed_out`. Absent when
+    /// there was nothing to sign out.
+    pub tunnel: Option<&'static str>,
     pub state: AppState,
 }
 
-impl From<Snapshot> for AppState {
-    fn from(snapshot: Snapshot) -> Self {
+impl AppState {
+    pub fn new(snapshot: Snapshot, now: SystemTime) -> Self {
         Self {
             phase: phase_name(snapshot.phase),
             server_url: snapshot.server_url,
             profile: snapshot.profile.map(ProfileView::from),
             server_status: ServerStatusView::from(snapshot.server_status),
+            tunnel: TunnelView::new(&snapshot.tunnel, now),
             notice: snapshot.notice.map(NoticeView::from),
+        }
+    }
+}
+
+impl TunnelView {
+    pub fn new(status: &TunnelStatus, now: SystemTime) -> Self {
+        let server_detail = match &status.server {
+            ServerProbe::NotAnswering { reason } => Some(reason.clone()),
+            ServerProbe::Checking | ServerProbe::Answering { .. } => None,
+        };
+        let state_text = match &status.phase {
+            TunnelPhase::Error {
+                message,
+                failed_starts,
+            } if *failed_starts > 1 => {
+                format!("error: {message} (failed {failed_starts} times, retrying)")
+            }
+            phase => phase.describe(),
+        };
+
+        Self {
+            state: status.phase.kind(),
+            state_text,
+            handshake: format_age(status.last_handshake, now),
+            sent: format_bytes(status.tx_bytes),
+            received: format_bytes(status.rx_bytes),
+            server: status.server.kind(),
+            server_text: status.server.describe(),
+            server_detail,
         }
     }
 }
@@ -115,14 +177,15 @@ impl From<Notice> for NoticeView {
 }
 
 impl SignOutView {
-    pub fn new(outcome: SignOutOutcome, snapshot: Snapshot) -> Self {
-        let state = AppState::from(snapshot);
+    pub fn new(outcome: SignOutOutcome, snapshot: Snapshot, now: SystemTime) -> Self {
+        let state = AppState::new(snapshot, now);
         match outcome {
             SignOutOutcome::Completed(report) => Self {
                 outcome: "completed",
                 message: Some(report.message()),
                 server_confirmed: report.server_confirmed(),
                 store_cleared: report.store_cleared(),
+                tunnel: Some(report.tunnel.kind()),
                 state,
             },
             SignOutOutcome::AlreadySignedOut => Self {
@@ -130,6 +193,7 @@ impl SignOutView {
                 message: None,
                 server_confirmed: false,
                 store_cleared: true,
+                tunnel: None,
                 state,
             },
         }
@@ -160,4 +224,58 @@ pub fn user_message(error: &dyn std::error::Error) -> String {
         sentence.push('.');
     }
     sentence
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn connected_tunnel_is_formatted() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let status = TunnelStatus {
+            phase: TunnelPhase::Connected,
+            last_handshake: Some(now - Duration::from_secs(12)),
+            tx_bytes: 1536,
+            rx_bytes: 300,
+            server: ServerProbe::Answering {
+                round_trip: Duration::from_millis(3),
+            },
+        };
+
+        let view = TunnelView::new(&status, now);
+
+        assert_eq!(view.state, "connected");
+        assert_eq!(view.state_text, "connected");
+        assert_eq!(view.handshake, "12 s ago");
+        assert_eq!(view.sent, "1.5 KiB");
+        assert_eq!(view.received, "300 B");
+        assert_eq!(view.server, "answering");
+        assert_eq!(view.server_text, "answering (3 ms)");
+        assert_eq!(view.server_detail, None);
+    }
+
+    #[test]
+    fn failing_tunnel_shows_retries() {
+        let status = TunnelStatus {
+            phase: TunnelPhase::Error {
+                message: "failed to bind".to_owned(),
+                failed_starts: 3,
+            },
+            ..TunnelStatus::stopped()
+        };
+
+        let view = TunnelView::new(&status, SystemTime::UNIX_EPOCH);
+
+        assert_eq!(view.state, "error");
+        assert_eq!(
+            view.state_text,
+            "error: failed to bind (failed 3 times, retrying)"
+        );
+        assert_eq!(view.handshake, "never");
+        assert_eq!(view.server_text, "not answering");
+        assert_eq!(view.server_detail.as_deref(), Some("the tunnel is stopped"));
+    }
 }
