@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use fantoccini::actions::{
+    InputSource as _, KeyAction, KeyActions, MOUSE_BUTTON_LEFT, MouseActions, PointerAction,
+};
 use fantoccini::elements::Element;
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tokio::process::Command;
@@ -38,6 +42,11 @@ impl AppSession {
     /// Starts tauri-driver and the app with `data_home` as `XDG_DATA_HOME`; the app's and
     /// the driver's output is appended to `log`.
     pub async fn launch(data_home: &Path, log: &Path) -> Result<Self> {
+        ensure!(
+            has_display(),
+            "no display: the WebDriver tests need an X display; run them under `xvfb-run -a` \
+             or with `cargo xtask test`, which starts Xvfb when DISPLAY is not set"
+        );
         let application = workspace_binary("camwire")?;
         let tauri_driver = std::env::var_os("CAMWIRE_TAURI_DRIVER")
             .map(PathBuf::from)
@@ -111,20 +120,53 @@ impl AppSession {
 
     /// Kills the app process with SIGKILL, as `kill -9` would, and ends the driver.
     pub async fn kill_app(mut self) -> Result<()> {
-        let application = workspace_binary("camwire")?;
-        let Some(mut driver) = self.driver.take() else {
-            return Ok(());
-        };
-        for pid in group_members(driver.group_id()) {
-            let is_app = std::fs::read_link(format!("/proc/{pid}/exe"))
-                .is_ok_and(|exe| Some(exe) == application.canonicalize().ok());
-            if is_app {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
-        }
+        let pid = self.app_pid()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+            .with_context(|| format!("failed to kill the app (pid {pid})"))?;
         self.client.take();
-        driver.terminate(Duration::from_secs(5)).await;
-        Ok(())
+        self.close().await
+    }
+
+    /// Quits the app as a user does, by closing its window, and waits for the process to
+    /// exit; then ends the driver. Returns the time from the close request to the exit.
+    ///
+    /// The window gets `WM_DELETE_WINDOW`, what a window manager sends for the close button,
+    /// so the app runs its own exit path (stop the tunnel, keep the session).
+    pub async fn quit(mut self) -> Result<Duration> {
+        let pid = self.app_pid()?;
+        let started = Instant::now();
+        crate::window::request_close(pid)?;
+
+        let deadline = started + APP_EXIT_WAIT;
+        while process_is_alive(pid) {
+            if Instant::now() >= deadline {
+                bail!("the app (pid {pid}) did not exit within {APP_EXIT_WAIT:?} of closing its window");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let exited = started.elapsed();
+
+        // The WebDriver session ended with the app; only the driver is left to stop.
+        self.client.take();
+        self.close().await?;
+        Ok(exited)
+    }
+
+    /// Returns the pid of the app process that the driver started.
+    pub fn app_pid(&self) -> Result<i32> {
+        let application = workspace_binary("camwire")?.canonicalize()?;
+        let Some(driver) = &self.driver else {
+            bail!("the driver has stopped");
+        };
+
+        let mut apps = group_members(driver.group_id())
+            .into_iter()
+            .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == application));
+        let Some(pid) = apps.next() else {
+            bail!("no process of {} runs in the driver's group", application.display());
+        };
+        ensure!(apps.next().is_none(), "more than one app process runs in the driver's group");
+        Ok(pid)
     }
 
     async fn wait_for_driver(&self) -> Result<()> {
@@ -172,6 +214,104 @@ impl AppSession {
 
     pub async fn is_enabled(&self, id: &str) -> Result<bool> {
         Ok(self.find(id).await?.is_enabled().await?)
+    }
+
+    /// Returns the `data-kind` attribute of `#id`, or an empty string when it has none.
+    pub async fn data_kind(&self, id: &str) -> Result<String> {
+        let kind = self
+            .find(id)
+            .await?
+            .attr("data-kind")
+            .await
+            .with_context(|| format!("failed to read data-kind of #{id}"))?;
+        Ok(kind.unwrap_or_default())
+    }
+
+    /// Returns which of the two views shows, failing when none or both do.
+    pub async fn view(&self) -> Result<View> {
+        let signin = self.is_visible("signin-view").await?;
+        let profile = self.is_visible("profile-view").await?;
+        match (signin, profile) {
+            (true, false) => Ok(View::SignIn),
+            (false, true) => Ok(View::Profile),
+            _ => bail!("the page shows sign-in view: {signin}, profile view: {profile}"),
+        }
+    }
+
+    /// Runs `script` in the page (its body, with `arguments` as WebDriver passes them) and
+    /// returns its result.
+    pub async fn execute(&self, script: &str, arguments: Vec<serde_json::Value>) -> Result<serde_json::Value> {
+        self.client()
+            .execute(script, arguments)
+            .await
+            .context("failed to run a script in the page")
+    }
+
+    /// Calls one of the app's commands from the page, as the page's own code does, and
+    /// returns its result. A rejected call returns an error with the command's message.
+    pub async fn invoke(&self, command: &str, arguments: serde_json::Value) -> Result<serde_json::Value> {
+        let script = "const [command, args, done] = arguments;
+            window.__TAURI__.core.invoke(command, args).then(
+                (value) => done({ ok: value }),
+                (error) => done({ error: String(error) }),
+            );";
+        let reply = self
+            .client()
+            .execute_async(script, vec![json!(command), arguments])
+            .await
+            .with_context(|| format!("failed to call the app command {command}"))?;
+        if let Some(error) = reply.get("error") {
+            bail!("the app command {command} failed: {error}");
+        }
+        Ok(reply.get("ok").cloned().unwrap_or_default())
+    }
+
+    /// Returns the tunnel's state as the `tunnel_status` command reports it, such as
+    /// `connecting` or `stopped`.
+    pub async fn tunnel_state(&self) -> Result<String> {
+        let status = self.invoke("tunnel_status", json!({})).await?;
+        let Some(state) = status.get("state").and_then(serde_json::Value::as_str) else {
+            bail!("tunnel_status returned no state: {status}");
+        };
+        Ok(state.to_owned())
+    }
+
+    /// Double-clicks `#id` with the pointer, as a quick user does: two presses 50 ms apart.
+    pub async fn double_click(&self, id: &str) -> Result<()> {
+        let element = self.find(id).await?;
+        let pointer = MouseActions::new("mouse".to_owned())
+            .then(PointerAction::MoveToElement { element, duration: None, x: 0.0, y: 0.0 })
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT })
+            .pause(Duration::from_millis(50))
+            .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
+            .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
+        self.client()
+            .perform_actions(pointer)
+            .await
+            .with_context(|| format!("failed to double-click #{id}"))
+    }
+
+    /// Presses Escape in the focused element.
+    pub async fn press_escape(&self) -> Result<()> {
+        let keys = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down { value: Key::Escape.into() })
+            .then(KeyAction::Up { value: Key::Escape.into() });
+        self.client().perform_actions(keys).await.context("failed to press Escape")
+    }
+
+    /// Waits until `#id` is hidden, for at most `timeout`.
+    pub async fn wait_hidden(&self, id: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.is_visible(id).await? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("#{id} still showed after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until `#id` is shown, for at most `timeout`.
@@ -245,6 +385,32 @@ impl Drop for AppSession {
             eprintln!("AppSession dropped without close(); killing tauri-driver's process group");
         }
     }
+}
+
+/// One of the page's two views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    SignIn,
+    Profile,
+}
+
+/// Maximum time between closing the app's window and the end of its process: the app's
+/// 3 s bound on stopping the tunnel at exit, plus slack for a loaded machine.
+pub const APP_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Returns whether an X or Wayland display is set for the app's window.
+pub fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+}
+
+fn process_is_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // A zombie has exited and only waits for its parent to reap it.
+    !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 /// Returns the store file of an app whose `XDG_DATA_HOME` is `data_home`.

@@ -8,7 +8,9 @@
 
 pub mod db;
 pub mod driver;
+pub mod hub;
 pub mod process;
 pub mod proxy;
 pub mod server;
+pub mod window;
 pub mod world;

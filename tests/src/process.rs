@@ -180,6 +180,12 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Returns a loopback UDP port that was free a moment ago; the same race as [`free_port`].
+pub fn free_udp_port() -> Result<u16> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("failed to bind a loopback UDP port")?;
+    Ok(socket.local_addr()?.port())
+}
+
 /// Returns whether something accepts TCP connections on `127.0.0.1:port`.
 pub fn port_is_open(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(

@@ -10,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::process::{GroupChild, free_port, workspace_binary};
+use camwire_api::{AdminPeerList, AdminRevokeResponse};
+
+use crate::process::{GroupChild, free_port, free_udp_port, workspace_binary};
 
 /// How to start a server; every path lives in the directory given to [`ServerProcess::start`].
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct ServerProcess {
     options: ServerOptions,
     dir: PathBuf,
     port: u16,
+    /// Loopback UDP port of the WireGuard endpoint that the server hands to clients.
+    wg_port: u16,
     /// Demo users' passwords as the server printed them, by user name.
     pub passwords: HashMap<String, String>,
 }
@@ -55,6 +59,7 @@ impl ServerProcess {
             options,
             dir: dir.to_path_buf(),
             port,
+            wg_port: free_udp_port()?,
             passwords: HashMap::new(),
         };
         server.launch().await?;
@@ -67,6 +72,14 @@ impl ServerProcess {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Returns the WireGuard endpoint that the server hands to clients, `127.0.0.1:PORT`.
+    ///
+    /// Each server gets its own free UDP port, so that clients of one test never send
+    /// handshakes to another test's or another program's WireGuard port.
+    pub fn wg_endpoint(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.wg_port))
     }
 
     pub fn database_path(&self) -> PathBuf {
@@ -131,6 +144,65 @@ impl ServerProcess {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Signs `user` in with the demo password through `POST /login` and returns the access
+    /// token, as another device of the same user would.
+    pub async fn login(&self, user: &str) -> Result<String> {
+        let body = serde_json::json!({ "username": user, "password": self.password(user) });
+        let reply = http()
+            .post(format!("{}/login", self.url()))
+            .json(&body)
+            .send()
+            .await
+            .context("POST /login failed")?;
+        let status = reply.status();
+        let reply: serde_json::Value = reply.json().await.context("POST /login sent no JSON")?;
+        let Some(token) = reply.get("access_token").and_then(serde_json::Value::as_str) else {
+            bail!("POST /login as {user} returned {status} without an access token");
+        };
+        Ok(token.to_owned())
+    }
+
+    /// Returns the HTTP status of `GET /me` with `token`: 200 for a live session, 401 for an
+    /// ended one.
+    pub async fn status_of_token(&self, token: &str) -> Result<u16> {
+        let reply = http()
+            .get(format!("{}/me", self.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .context("GET /me failed")?;
+        Ok(reply.status().as_u16())
+    }
+
+    /// Lists every peer through `GET /admin/peers`, signed in as the demo admin.
+    pub async fn admin_peers(&self) -> Result<AdminPeerList> {
+        let token = self.login("admin").await?;
+        let reply = http()
+            .get(format!("{}/admin/peers", self.url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .context("GET /admin/peers failed")?;
+        let status = reply.status();
+        anyhow::ensure!(status.is_success(), "GET /admin/peers returned {status}");
+        reply.json().await.context("GET /admin/peers sent an invalid body")
+    }
+
+    /// Revokes the peer with `peer_id` through `DELETE /admin/peers/{id}`, signed in as the
+    /// demo admin: its address is freed and its session ends.
+    pub async fn admin_revoke(&self, peer_id: &str) -> Result<AdminRevokeResponse> {
+        let token = self.login("admin").await?;
+        let reply = http()
+            .delete(format!("{}/admin/peers/{peer_id}", self.url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .context("DELETE /admin/peers failed")?;
+        let status = reply.status();
+        anyhow::ensure!(status.is_success(), "DELETE /admin/peers/{peer_id} returned {status}");
+        reply.json().await.context("DELETE /admin/peers sent an invalid body")
+    }
+
     async fn launch(&mut self) -> Result<()> {
         let binary = workspace_binary("camwire-server")?;
         let mut command = Command::new(&binary);
@@ -140,6 +212,7 @@ impl ServerProcess {
             .args(["--database", &self.database_url()])
             .args(["--pool", &self.options.pool])
             .args(["--wg-config", &self.wg_config_path().to_string_lossy()])
+            .args(["--wg-endpoint", &self.wg_endpoint().to_string()])
             .arg("--demo")
             .args(&self.options.extra_arguments)
             .env("RUST_LOG", "info,camwire_server=debug")
@@ -185,4 +258,12 @@ impl ServerProcess {
         });
         Ok(())
     }
+}
+
+/// Returns an HTTP client whose requests cannot hang a test.
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
 }

@@ -1,15 +1,64 @@
 //! The scenario runner: one server, one app, one temporary directory per scenario, and
 //! the artifacts a tester needs when a scenario fails.
+//!
+//! Scenarios run one at a time, whatever the number of test threads, because [`scenario`]
+//! takes a process-wide lock while it runs. Every app instance starts WebKit processes, and
+//! on a small machine several of them at once slow down each other's timed steps.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 use futures::FutureExt;
+use tokio::sync::Mutex;
 
 use crate::driver::{AppSession, store_path};
 use crate::process::target_dir;
 use crate::server::{ServerOptions, ServerProcess};
+
+/// Held by the running scenario; a `tokio` mutex, so that it does not depend on one
+/// runtime and a panicking scenario does not poison it.
+static SCENARIO_LOCK: Mutex<()> = Mutex::const_new(());
+
+/// The session entry of a store file, with the secrets that must leave the file at sign-out.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    pub access_token: String,
+    /// Base64 of the device's WireGuard private key.
+    pub private_key: String,
+    /// Base64 of the public key that belongs to `private_key`.
+    pub public_key: String,
+    /// The VPN address, such as `10.13.0.2/32`.
+    pub address: String,
+    pub server_url: String,
+}
+
+impl StoredSession {
+    /// Reads the session entry of a store document, `None` when it has none.
+    pub fn from_document(document: &serde_json::Value) -> Result<Option<Self>> {
+        let Some(entry) = document.get(camwire_client::SESSION_KEY) else {
+            return Ok(None);
+        };
+        let credentials = camwire_client::Credentials::from_json(entry.clone())
+            .context("the store's session entry is not a valid credential record")?;
+        let text = |name: &str| -> Result<String> {
+            entry
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .with_context(|| format!("the store's session entry has no {name}"))
+        };
+
+        Ok(Some(Self {
+            access_token: text("access_token")?,
+            private_key: text("private_key")?,
+            public_key: credentials.private_key.public_key().to_base64(),
+            address: credentials.profile.wireguard.address.to_string(),
+            server_url: credentials.server_url.to_string(),
+        }))
+    }
+}
 
 /// Everything one scenario runs against.
 pub struct World {
@@ -65,6 +114,57 @@ impl World {
         Ok(Some(value))
     }
 
+    /// Returns the store file's bytes, `None` when the file does not exist.
+    pub fn store_bytes(&self) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.store_path()) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error).with_context(|| format!("failed to read {}", self.store_path().display())),
+        }
+    }
+
+    /// Returns the session in the store file, `None` when the file does not exist or
+    /// contains no session. Fails when the file is not JSON.
+    pub fn stored_session(&self) -> Result<Option<StoredSession>> {
+        let Some(document) = self.store_json()? else {
+            return Ok(None);
+        };
+        StoredSession::from_document(&document)
+    }
+
+    /// Checks that the store file contains no session: it is missing, or a JSON object
+    /// without the session entry, and none of `secrets` (tokens, keys) is in its raw bytes.
+    pub fn ensure_store_signed_out(&self, secrets: &[&str]) -> Result<()> {
+        let Some(bytes) = self.store_bytes()? else {
+            return Ok(());
+        };
+
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in secrets {
+            ensure!(!text.contains(secret), "the store file still contains a secret of the ended session");
+        }
+
+        let document: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("the store file is not JSON: {text:?}"))?;
+        let Some(entries) = document.as_object() else {
+            bail!("the store file is not a JSON object: {text:?}");
+        };
+        ensure!(
+            !entries.contains_key(camwire_client::SESSION_KEY),
+            "the store file still holds a session entry"
+        );
+        Ok(())
+    }
+
+    /// Writes `bytes` as the store file, as a damaged or older file would be found at start.
+    pub fn write_store(&self, bytes: &[u8]) -> Result<()> {
+        let path = self.store_path();
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("failed to write {}", path.display()))
+    }
+
     /// Starts the app (a new process each time), with the scenario's data directory.
     pub async fn launch_app(&mut self) -> Result<&AppSession> {
         self.close_app().await?;
@@ -72,6 +172,23 @@ impl World {
         self.app_starts += 1;
         let session = AppSession::launch(&self.data_home(), &self.app_log_path()).await?;
         Ok(self.app.insert(session))
+    }
+
+    /// Starts the app of another device, such as a second user's computer, with its own
+    /// data directory and log `<name>-app.log` in the scenario's directory. The caller
+    /// closes it; the log is among the artifacts.
+    pub async fn launch_other_device(&self, name: &str) -> Result<AppSession> {
+        let data_home = self.dir.path().join(format!("{name}-data"));
+        std::fs::create_dir_all(&data_home)?;
+        AppSession::launch(&data_home, &self.dir.path().join(format!("{name}-app.log"))).await
+    }
+
+    /// Quits the app by closing its window and returns how long it took to exit.
+    pub async fn quit_app(&mut self) -> Result<Duration> {
+        let Some(app) = self.app.take() else {
+            bail!("no app is running");
+        };
+        app.quit().await
     }
 
     pub fn app(&self) -> &AppSession {
@@ -108,6 +225,12 @@ impl World {
             }
         }
         let _ = std::fs::copy(self.app_log_path(), dir.join("app.log"));
+        for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with("-app.log") {
+                let _ = std::fs::copy(entry.path(), dir.join(name));
+            }
+        }
         let _ = std::fs::copy(self.server.log_path(), dir.join("server.log"));
         let _ = std::fs::copy(self.store_path(), dir.join("store.json"));
         let _ = std::fs::copy(self.server.wg_config_path(), dir.join("wg0.conf"));
@@ -124,11 +247,14 @@ impl World {
 /// Runs one scenario: starts a server, hands the world to `body`, and on failure saves
 /// a screenshot, the page source, the app's and the server's logs and the store file
 /// under `target/e2e-artifacts/<name>/` before failing the test.
+///
+/// Scenarios run one at a time (see the module documentation).
 pub async fn scenario(
     name: &str,
     options: ServerOptions,
     body: impl AsyncFnOnce(&mut World) -> Result<()>,
 ) {
+    let _turn = SCENARIO_LOCK.lock().await;
     let mut world = match World::new(name, options).await {
         Ok(world) => world,
         Err(error) => panic!("scenario {name}: set-up failed: {error:#}"),
