@@ -207,6 +207,10 @@ impl Controller {
 
     /// Probes the server through the tunnel now, or tries again to start a tunnel that failed
     /// to start. The result shows in [`Controller::tunnel_status`] when it arrives.
+    ///
+    /// NOTE: a new start attempt uses the WireGuard config of the last confirmation. A config
+    /// that the server changed since is picked up only by the next confirmation, which
+    /// [`Controller::resume`] skips once the session is confirmed (the next app start runs one).
     pub fn check_tunnel(&self) {
         if let Some(watch) = self.tunnel_watch() {
             watch.check_now();

@@ -231,8 +231,8 @@ impl Session {
             .unwrap_or_default()
     }
 
-    /// Probes the server through the tunnel now, or tries to start a tunnel that failed to
-    /// start, without waiting for the result.
+    /// Probes the server through the tunnel now, or tries again to start a tunnel that failed
+    /// to start (with the same config and key), without waiting for the result.
     pub fn check_tunnel(&self) {
         if let Some(tunnel) = &self.tunnel {
             tunnel.check_now();

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+/// How long [`TaskSet::shutdown`] waits, after its bound, for aborted tasks to end.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
+
 /// Tasks of all tunnels and hubs in this process that have not ended yet.
 static LIVE_TASKS: AtomicUsize = AtomicUsize::new(0);
 
@@ -87,7 +90,8 @@ impl TaskSet {
     }
 
     /// Waits up to `bound` for every task to end (the caller has sent the stop
-    /// signal), then aborts the rest.
+    /// signal), then aborts the rest and returns within [`ABORT_GRACE`] more, even if an
+    /// aborted task cannot run to end (its runtime is blocked).
     pub async fn shutdown(&self, bound: Duration) -> ShutdownReport {
         let deadline = tokio::time::Instant::now() + bound;
         let mut report = ShutdownReport::default();
@@ -107,7 +111,9 @@ impl TaskSet {
                     Ok(_) => report.ended += 1,
                     Err(_) => {
                         handle.abort();
-                        let _ = handle.await;
+                        // An aborted task ends at its next poll. When its runtime is blocked
+                        // that poll never comes, so the wait is bounded too.
+                        let _ = tokio::time::timeout_at(deadline + ABORT_GRACE, handle).await;
                         report.aborted += 1;
                     }
                 }
