@@ -176,7 +176,7 @@ impl AppSession {
             if reqwest::get(&status_url).await.is_ok() {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         bail!("tauri-driver did not answer on port {} within 20 s; see {}", self.port, self.log.display())
     }
