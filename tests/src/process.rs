@@ -140,6 +140,45 @@ pub fn processes_of(binary: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Returns the local ports of the UDP sockets (IPv4 and IPv6) that process `pid` has open,
+/// read from `/proc`.
+pub fn udp_ports_of(pid: i32) -> Result<Vec<u16>> {
+    let fd_dir = format!("/proc/{pid}/fd");
+    let mut inodes = std::collections::HashSet::new();
+    for entry in fs::read_dir(&fd_dir).with_context(|| format!("failed to list {fd_dir}"))? {
+        let Ok(target) = fs::read_link(entry?.path()) else {
+            continue;
+        };
+        // A socket's link reads `socket:[INODE]`.
+        let target = target.to_string_lossy();
+        let inode = target.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']'));
+        if let Some(inode) = inode {
+            inodes.insert(inode.to_owned());
+        }
+    }
+
+    let mut ports = Vec::new();
+    for table in ["udp", "udp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        // Columns: sl, local_address (HEX_ADDRESS:HEX_PORT), rem_address, st, queues,
+        // tr, retrnsmt, uid, timeout, inode, ...
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(inode)) = (fields.get(1), fields.get(9)) else {
+                continue;
+            };
+            if !inodes.contains(*inode) {
+                continue;
+            }
+            let port = local.rsplit(':').next().and_then(|hex| u16::from_str_radix(hex, 16).ok());
+            ports.extend(port);
+        }
+    }
+    Ok(ports)
+}
+
 /// Returns the path of a binary of this workspace in `target/debug/` (or
 /// `$CARGO_TARGET_DIR/debug/`), with an error saying how to build it when it is missing.
 pub fn workspace_binary(name: &str) -> Result<PathBuf> {

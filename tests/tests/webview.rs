@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 use camwire_e2e::db;
 use camwire_e2e::driver::{AppSession, DEFAULT_WAIT, View};
 use camwire_e2e::hub;
-use camwire_e2e::process::free_port;
+use camwire_e2e::process::{free_port, udp_ports_of};
 use camwire_e2e::proxy::{FaultProxy, LogoutFault, SilentServer};
 use camwire_e2e::server::{ServerOptions, ServerProcess};
 use camwire_e2e::world::{StoredSession, World, scenario};
@@ -96,7 +96,7 @@ async fn logout_frees_address_for_next_user() {
         ensure_released(&world.server, "alice", &first).await?;
         expect_eq("status of alice's old token", world.server.status_of_token(&first.access_token).await?, 401)?;
         world.ensure_store_signed_out(&[&first.access_token, &first.private_key])?;
-        expect_eq("tunnel after the sign-out", app.tunnel_state().await?, "stopped".to_owned())?;
+        ensure_tunnel_stopped(app).await?;
 
         // bob, on his own computer, gets the address alice gave back.
         let bob_app = world.launch_other_device("bob").await?;
@@ -222,7 +222,7 @@ async fn log_out_through_failure(world: &mut World, proxy: &FaultProxy, failure:
     }
 
     world.ensure_store_signed_out(&[&session.access_token, &session.private_key])?;
-    expect_eq("tunnel after the sign-out", app.tunnel_state().await?, "stopped".to_owned())?;
+    ensure_tunnel_stopped(app).await?;
     let logout_requests = proxy.logout_requests() - requests_before;
     match failure {
         ServerFailure::Stopped => {}
@@ -626,7 +626,17 @@ async fn ensure_released(server: &ServerProcess, user: &str, session: &StoredSes
 async fn ensure_tunnel_running(app: &AppSession) -> Result<()> {
     let state = app.tunnel_state().await?;
     ensure!(state != "stopped", "the tunnel is not running");
+    let ports = udp_ports_of(app.app_pid()?)?;
+    ensure!(!ports.is_empty(), "the app has no UDP socket open for its tunnel");
     hub::ensure_tunnel_live(app).await
+}
+
+/// Checks that the app's tunnel has stopped and closed its UDP socket.
+async fn ensure_tunnel_stopped(app: &AppSession) -> Result<()> {
+    expect_eq("tunnel state", app.tunnel_state().await?, "stopped".to_owned())?;
+    let ports = udp_ports_of(app.app_pid()?)?;
+    ensure!(ports.is_empty(), "the app still has UDP sockets open on ports {ports:?}");
+    Ok(())
 }
 
 /// Waits until `data-kind` of `#id` is `kind`.
