@@ -245,3 +245,39 @@ fn print_machine() {
 
     println!("machine: {model}, {cores} cores available, Linux {}", kernel.trim());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis_list(values: impl IntoIterator<Item = u64>) -> Vec<Duration> {
+        values.into_iter().map(Duration::from_millis).collect()
+    }
+
+    #[test]
+    fn summary_of_fifty_samples() {
+        let summary = Summary::of(&millis_list((1..=50).rev()));
+
+        assert_eq!(summary.min, Duration::from_millis(1));
+        assert_eq!(summary.median, Duration::from_micros(25_500));
+        assert_eq!(summary.p99, Duration::from_millis(50));
+        assert_eq!(summary.max, Duration::from_millis(50));
+    }
+
+    #[test]
+    fn summary_p99_of_two_hundred_samples() {
+        let summary = Summary::of(&millis_list(1..=200));
+
+        assert_eq!(summary.p99, Duration::from_millis(198));
+        assert_eq!(summary.median, Duration::from_micros(100_500));
+    }
+
+    #[test]
+    fn summary_of_one_sample() {
+        let summary = Summary::of(&millis_list([7]));
+
+        assert_eq!(summary.min, Duration::from_millis(7));
+        assert_eq!(summary.median, Duration::from_millis(7));
+        assert_eq!(summary.p99, Duration::from_millis(7));
+    }
+}
