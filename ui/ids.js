@@ -26,6 +26,12 @@ export const IDS = Object.freeze({
   profileRetry: "profile-retry",
   logoutButton: "logout-button",
 
+  // Tunnel controls of the profile view; the tray menu calls the same commands.
+  connectButton: "connect-button",
+  disconnectButton: "disconnect-button",
+  tunnelProgress: "tunnel-progress",
+  tunnelError: "tunnel-error",
+
   // Tunnel part of the profile view, refreshed every second.
   tunnelState: "tunnel-state",
   tunnelHandshake: "tunnel-handshake",
@@ -33,9 +39,27 @@ export const IDS = Object.freeze({
   tunnelReceived: "tunnel-received",
   tunnelServer: "tunnel-server",
 
-  // Log-out confirmation dialog.
+  // Settings view.
+  settingsButton: "settings-button",
+  settingsView: "settings-view",
+  settingsForm: "settings-form",
+  settingsServerUrl: "settings-server-url",
+  settingsAllowInsecure: "settings-allow-insecure",
+  settingsLogLevel: "settings-log-level",
+  settingsStartAtLogin: "settings-start-at-login",
+  settingsTheme: "settings-theme",
+  settingsSave: "settings-save",
+  settingsCancel: "settings-cancel",
+  settingsError: "settings-error",
+  settingsNotice: "settings-notice",
+  settingsExportLogs: "settings-export-logs",
+  settingsLogFolder: "settings-log-folder",
+
+  // Confirmation dialog: log out, or log out to change the server.
   logoutDialog: "logout-dialog",
   logoutConfirm: "logout-confirm",
   logoutCancel: "logout-cancel",
   logoutProgress: "logout-progress",
+  logoutDialogTitle: "logout-dialog-title",
+  logoutDialogText: "logout-dialog-text",
 });

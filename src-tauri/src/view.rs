@@ -10,6 +10,8 @@ use camwire_client::{
 };
 use serde::Serialize;
 
+use crate::settings::Settings;
+
 /// The app's state for the page.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -21,6 +23,8 @@ pub struct AppState {
     pub profile: Option<ProfileView>,
     pub server_status: ServerStatusView,
     pub tunnel: TunnelView,
+    /// Whether the user stopped the tunnel with *Disconnect*; the session and address are kept.
+    pub disconnected: bool,
     pub notice: Option<NoticeView>,
 }
 
@@ -78,6 +82,27 @@ pub struct NoticeView {
     pub message: String,
 }
 
+/// The settings for the settings view.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsView {
+    pub settings: Settings,
+    /// The folder of the log files, absent when Camwire writes no log file.
+    pub log_directory: Option<String>,
+}
+
+/// Result of the `save_settings` command.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SaveSettingsView {
+    /// `saved`, or `logout_required` when the new server needs a log-out first and nothing
+    /// was saved.
+    pub status: &'static str,
+    /// The settings in force: the saved ones, or the unchanged ones.
+    pub settings: SettingsView,
+    pub state: AppState,
+}
+
 /// Result of the `sign_out` command.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -104,7 +129,36 @@ impl AppState {
             profile: snapshot.profile.map(ProfileView::from),
             server_status: ServerStatusView::from(snapshot.server_status),
             tunnel: TunnelView::new(&snapshot.tunnel, now),
+            disconnected: snapshot.disconnected,
             notice: snapshot.notice.map(NoticeView::from),
+        }
+    }
+}
+
+impl SettingsView {
+    pub fn new(settings: Settings, log_directory: Option<std::path::PathBuf>) -> Self {
+        Self {
+            settings,
+            log_directory: log_directory.map(|folder| folder.display().to_string()),
+        }
+    }
+}
+
+impl SaveSettingsView {
+    pub fn saved(settings: SettingsView, snapshot: Snapshot, now: SystemTime) -> Self {
+        Self {
+            status: "saved",
+            settings,
+            state: AppState::new(snapshot, now),
+        }
+    }
+
+    /// Returns the result for a new server while signed in: nothing saved, `current` in force.
+    pub fn logout_required(current: SettingsView, snapshot: Snapshot, now: SystemTime) -> Self {
+        Self {
+            status: "logout_required",
+            settings: current,
+            state: AppState::new(snapshot, now),
         }
     }
 }

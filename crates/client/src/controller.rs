@@ -60,6 +60,9 @@ pub struct Snapshot {
     /// The tunnel's state, counters and health probe. [`Controller::snapshot`] reads it live;
     /// in snapshots from [`Controller::subscribe`] it is as of the change that published them.
     pub tunnel: TunnelStatus,
+    /// Whether the user stopped the tunnel with [`Controller::disconnect`]; the session and its
+    /// address are kept until [`Controller::connect`] starts the tunnel again.
+    pub disconnected: bool,
     pub notice: Option<Notice>,
 }
 
@@ -91,6 +94,12 @@ pub enum ControllerError {
     #[error("already signed in as {username}; log out first")]
     AlreadySignedIn { username: String },
 
+    #[error("not signed in; sign in first")]
+    NotSignedIn,
+
+    #[error("Camwire is quitting; start it again to connect")]
+    ShutDown,
+
     #[error(transparent)]
     SignIn(#[from] SignInError),
 
@@ -106,9 +115,9 @@ pub enum ControllerError {
 /// Owner of the session, its tunnel and the credential store; every user action is a method
 /// here.
 ///
-/// Operations (resume, sign-in, sign-out, shutdown) run one at a time in call order. Each runs
-/// in its own task, so it completes even if the caller stops waiting. A sign-out or shutdown
-/// interrupts a running check of a resumed session, so that it waits only for its own work.
+/// Operations (resume, sign-in, connect, disconnect, sign-out, shutdown) run one at a time in
+/// call order. Each runs in its own task, so it completes even if the caller stops waiting.
+/// A sign-out or shutdown interrupts a running check of a resumed session, so that it waits only for its own work.
 /// Call [`Controller::resume`] once at start; it may be called again to retry reaching the
 /// server. Call [`Controller::shutdown`] when the app quits. Cloning is cheap and shares the
 /// state.
@@ -147,6 +156,9 @@ struct Operations {
     last_sign_out: Option<SignOutReport>,
     /// Set by [`Controller::shutdown`]; no tunnel starts after it.
     shut_down: bool,
+    /// Set by [`Controller::disconnect`] and cleared by [`Controller::connect`], sign-in and
+    /// sign-out; no tunnel starts while it is set.
+    disconnected: bool,
 }
 
 impl Controller {
@@ -168,6 +180,7 @@ impl Controller {
             profile: None,
             server_status: ServerStatus::Unknown,
             tunnel: TunnelStatus::stopped(),
+            disconnected: false,
             notice: None,
         };
 
@@ -181,6 +194,7 @@ impl Controller {
                     session: None,
                     last_sign_out: None,
                     shut_down: false,
+                    disconnected: false,
                 })),
                 view: watch::channel(snapshot).0,
                 tunnel: std::sync::Mutex::new(None),
@@ -307,6 +321,7 @@ impl Controller {
 
             let report = session.sign_out(controller.inner.store.as_ref()).await;
             controller.set_tunnel_watch(None);
+            operations.disconnected = false;
 
             operations.last_sign_out = Some(report.clone());
             controller
@@ -318,12 +333,71 @@ impl Controller {
                 view.profile = None;
                 view.server_status = ServerStatus::Unknown;
                 view.tunnel = TunnelStatus::stopped();
+                view.disconnected = false;
                 view.notice = Some(Notice {
                     kind: report.server.kind(),
                     message: report.message(),
                 });
             });
             SignOutOutcome::Completed(report)
+        })
+        .await
+    }
+
+    /// Stops the session's tunnel within its stop bound and keeps the session, its saved
+    /// credentials and its VPN address, as *Disconnect* in VPN clients does. No tunnel starts
+    /// again, not even at the next [`Controller::resume`], until [`Controller::connect`].
+    ///
+    /// Returns how the tunnel stopped, or `None` when there was no session.
+    ///
+    /// NOTE: the disconnected state is kept in memory only, so the next start of the app
+    /// connects again.
+    pub async fn disconnect(&self) -> Option<TunnelOutcome> {
+        self.run(move |controller, mut operations| async move {
+            controller.load_store(&mut operations);
+            // Reborrow through the guard once, so that two fields can be borrowed apart.
+            let operations = &mut *operations;
+            let session = operations.session.as_mut()?;
+
+            operations.disconnected = true;
+            let outcome = session.stop_tunnel().await;
+            tracing::info!(
+                user_id = %session.profile().user.id,
+                outcome = outcome.kind(),
+                ?outcome,
+                "disconnected: stopped the tunnel and kept the session"
+            );
+            controller.set_tunnel_watch(None);
+            controller.publish(|view| {
+                view.tunnel = TunnelStatus::stopped();
+                view.disconnected = true;
+            });
+            Some(outcome)
+        })
+        .await
+    }
+
+    /// Starts the session's tunnel again after [`Controller::disconnect`], with the saved key
+    /// and WireGuard config, and returns the state. Does nothing to a tunnel that runs already.
+    ///
+    /// Like at sign-in, a tunnel that cannot start is not an error: the status shows why, and
+    /// the tunnel is started again with backoff.
+    pub async fn connect(&self) -> Result<Snapshot, ControllerError> {
+        self.run(move |controller, mut operations| async move {
+            controller.load_store(&mut operations);
+            if operations.shut_down {
+                return Err(ControllerError::ShutDown);
+            }
+            let Some(session) = operations.session.as_ref() else {
+                return Err(ControllerError::NotSignedIn);
+            };
+            let user_id = session.profile().user.id.clone();
+
+            operations.disconnected = false;
+            controller.publish(|view| view.disconnected = false);
+            controller.ensure_tunnel(&mut operations).await;
+            tracing::info!(%user_id, "connected: started the tunnel of the session");
+            Ok(controller.snapshot())
         })
         .await
     }
@@ -411,9 +485,10 @@ impl Controller {
     }
 
     /// Starts the session's tunnel, or starts it again when the session's WireGuard config or
-    /// key changed; does nothing without a session or after [`Controller::shutdown`].
+    /// key changed; does nothing without a session, after [`Controller::shutdown`], or while
+    /// the user has disconnected.
     async fn ensure_tunnel(&self, operations: &mut Operations) {
-        if operations.shut_down {
+        if operations.shut_down || operations.disconnected {
             return;
         }
         let Some(session) = operations.session.as_mut() else {
@@ -526,6 +601,7 @@ impl Controller {
 
     async fn end_expired_session(&self, operations: &mut Operations) {
         tracing::info!("the server rejected the saved session; signing out locally");
+        operations.disconnected = false;
 
         if let Some(mut session) = operations.session.take() {
             let outcome = session.stop_tunnel().await;
@@ -544,6 +620,7 @@ impl Controller {
             view.profile = None;
             view.server_status = ServerStatus::Unknown;
             view.tunnel = TunnelStatus::stopped();
+            view.disconnected = false;
             view.notice = Some(Notice {
                 kind: "session_expired",
                 message: "Your session expired or was revoked; sign in again.".to_owned(),
@@ -580,6 +657,8 @@ impl Controller {
 
         let profile = session.profile().clone();
         operations.session = Some(session);
+        operations.disconnected = false;
+        self.publish(|view| view.disconnected = false);
         self.ensure_tunnel(operations).await;
 
         self.publish(|view| {

@@ -1,5 +1,7 @@
 //! Validation of the server URL that a user types on the sign-in form.
 
+use std::net::IpAddr;
+
 use reqwest::Url;
 
 /// Maximum number of characters of a rejected value that an error message quotes.
@@ -53,6 +55,18 @@ pub enum ServerUrlError {
 
     #[error("invalid server URL {value:?}: {reason}; write it as http://HOST:PORT")]
     Malformed { value: String, reason: String },
+
+    /// Plain `http://` to a host other than this computer, without the user's consent.
+    #[error(
+        "the server URL {value:?} uses plain http:// to {host}, which is not this computer, so \
+         the password and token would cross the network unencrypted; use {suggestion:?}, or tick \
+         Allow insecure connection in Settings"
+    )]
+    InsecureHttp {
+        value: String,
+        host: String,
+        suggestion: String,
+    },
 }
 
 impl ServerUrl {
@@ -137,6 +151,36 @@ impl ServerUrl {
     /// Returns the host name or address, without the port.
     pub fn host(&self) -> &str {
         self.0.host_str().unwrap_or_default()
+    }
+
+    /// Returns whether the host is this computer: `localhost`, `127.0.0.0/8` or `::1`.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host();
+        if host.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        // `host_str` writes IPv6 addresses in brackets.
+        let address = host.trim_start_matches('[').trim_end_matches(']');
+        address
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+    }
+
+    /// Rejects plain `http://` to a host other than this computer unless `allow_insecure` is
+    /// set, because the password and the token would cross the network unencrypted.
+    pub fn require_secure_transport(&self, allow_insecure: bool) -> Result<(), ServerUrlError> {
+        if allow_insecure || self.0.scheme() == "https" || self.is_loopback() {
+            return Ok(());
+        }
+
+        let mut secure = self.0.clone();
+        // Changing between the two special schemes http and https cannot fail.
+        let _ = secure.set_scheme("https");
+        Err(ServerUrlError::InsecureHttp {
+            value: self.to_string(),
+            host: self.host().to_owned(),
+            suggestion: secure.as_str().trim_end_matches('/').to_owned(),
+        })
     }
 }
 
@@ -317,6 +361,63 @@ mod tests {
 
         assert!(matches!(error, ServerUrlError::Malformed { .. }), "{error}");
         assert!(error.to_string().contains("99999"), "{error}");
+    }
+
+    #[test]
+    fn plain_http_is_accepted_for_loopback_only() {
+        let loopback = [
+            "http://127.0.0.1:8080",
+            "http://127.3.4.5",
+            "http://localhost:8080",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+        ];
+        let remote = [
+            "http://192.0.2.10:8080",
+            "http://camwire.example.com",
+            "http://[2001:db8::1]:8080",
+            "http://localhost.example.com",
+            "http://10.13.0.1",
+        ];
+
+        for input in loopback {
+            let url = ServerUrl::parse(input).expect(input);
+            assert!(url.is_loopback(), "{input}");
+            assert_eq!(url.require_secure_transport(false), Ok(()), "{input}");
+        }
+        for input in remote {
+            let url = ServerUrl::parse(input).expect(input);
+            assert!(!url.is_loopback(), "{input}");
+            let error = url.require_secure_transport(false).expect_err(input);
+            assert!(
+                matches!(error, ServerUrlError::InsecureHttp { .. }),
+                "{input}: {error}"
+            );
+            assert_eq!(url.require_secure_transport(true), Ok(()), "{input}");
+        }
+    }
+
+    #[test]
+    fn insecure_http_error_suggests_https_and_the_setting() {
+        let url = ServerUrl::parse("http://camwire.example.com:8080").expect("valid");
+
+        let message = url
+            .require_secure_transport(false)
+            .expect_err("plain http to a remote host")
+            .to_string();
+
+        assert!(
+            message.contains("\"https://camwire.example.com:8080\""),
+            "{message}"
+        );
+        assert!(message.contains("Allow insecure connection"), "{message}");
+    }
+
+    #[test]
+    fn https_is_accepted_for_every_host() {
+        let url = ServerUrl::parse("https://camwire.example.com").expect("valid");
+
+        assert_eq!(url.require_secure_transport(false), Ok(()));
     }
 
     #[test]

@@ -268,17 +268,24 @@ async fn stuck_tunnel_still_lets_sign_out_finish() {
         "{:?}",
         report.server
     );
-    assert_eq!(
-        report.tunnel,
-        TunnelOutcome::TimedOut {
-            bound: Duration::from_secs(2)
+    // The tunnel waits at most its 1.5 s shutdown timeout plus 100 ms for tasks it aborted,
+    // so it reports the blocked task as aborted within the 2 s stop bound. On a loaded
+    // machine the stop bound can pass first, which the report states too.
+    match report.tunnel {
+        TunnelOutcome::Stopped { ended, aborted } => {
+            assert_eq!(ended, 0, "a task of the blocked runtime ended");
+            assert!(aborted >= 1, "no task was aborted: {:?}", report.tunnel);
         }
-    );
-    assert!(
-        report.message().contains("did not stop within 2 s"),
-        "{}",
-        report.message()
-    );
+        TunnelOutcome::TimedOut { bound } => {
+            assert_eq!(bound, Duration::from_secs(2));
+            assert!(
+                report.message().contains("did not stop within 2 s"),
+                "{}",
+                report.message()
+            );
+        }
+        TunnelOutcome::NotRunning => panic!("the tunnel was not running"),
+    }
     assert_eq!(store.store().entry(), None);
 
     drop(release);
@@ -520,6 +527,200 @@ async fn session_level_tunnel_and_sign_out() {
     assert_eq!(store.entry(), None);
 }
 
+#[tokio::test]
+async fn disconnect_keeps_session_and_connect_restarts() {
+    let _serial = serial().await;
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    let baseline = live_tasks();
+    let (controller, store) = signed_in(&server, ControllerOptions::default()).await;
+    wait_connected_and_answering(&controller).await;
+    let saved = store.load_credentials();
+    let key = saved.private_key.public_key();
+    let address = saved.profile.wireguard.address;
+    let handshake_before = server.hub().peers()[0].last_handshake;
+
+    let outcome = controller.disconnect().await;
+
+    assert!(
+        matches!(outcome, Some(TunnelOutcome::Stopped { aborted: 0, .. })),
+        "{outcome:?}"
+    );
+    let snapshot = controller.snapshot();
+    assert_eq!(snapshot.phase, camwire_client::Phase::SignedIn);
+    assert!(snapshot.disconnected);
+    assert_eq!(snapshot.tunnel, TunnelStatus::stopped());
+    let profile = snapshot.profile.expect("the profile is kept");
+    assert_eq!(profile.wireguard.address, address);
+    let kept = store.load_credentials();
+    assert_eq!(kept.access_token, saved.access_token);
+    assert_eq!(kept.private_key.public_key(), key);
+    assert_eq!(Counters::get(&server.counters().logout), 0);
+    assert_eq!(
+        server.hub().peers().len(),
+        1,
+        "the server still has the peer"
+    );
+    wait_for_live_tasks(baseline).await;
+
+    // Neither a probe request nor a new check of the session starts the tunnel again.
+    controller.check_tunnel();
+    controller.resume().await;
+    assert_eq!(controller.tunnel_status(), TunnelStatus::stopped());
+    assert!(controller.snapshot().disconnected);
+    assert_eq!(live_tasks(), baseline);
+
+    let connected = controller.connect().await.expect("connects");
+
+    assert!(!connected.disconnected);
+    assert_eq!(connected.phase, camwire_client::Phase::SignedIn);
+    wait_connected_and_answering(&controller).await;
+    let peers = server.hub().peers();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(
+        peers[0].public_key, key,
+        "the same device key connects again"
+    );
+    assert_ne!(
+        peers[0].last_handshake, handshake_before,
+        "no new handshake"
+    );
+    assert_eq!(Counters::get(&server.counters().login), 1);
+    assert_eq!(Counters::get(&server.counters().register_key), 1);
+    let report = completed(controller.sign_out().await);
+    assert_stopped_cleanly(&report);
+    assert!(!controller.snapshot().disconnected);
+    wait_for_live_tasks(baseline).await;
+}
+
+#[tokio::test]
+async fn connect_twice_keeps_one_tunnel() {
+    let _serial = serial().await;
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    let (controller, _store) = signed_in(&server, ControllerOptions::default()).await;
+    wait_connected_and_answering(&controller).await;
+    let tasks = live_tasks();
+
+    controller.connect().await.expect("connects");
+
+    assert_eq!(live_tasks(), tasks, "a second tunnel started");
+    assert_eq!(controller.tunnel_status().phase, TunnelPhase::Connected);
+}
+
+#[tokio::test]
+async fn sign_out_while_disconnected() {
+    let _serial = serial().await;
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    let (controller, store) = signed_in(&server, ControllerOptions::default()).await;
+    wait_connected_and_answering(&controller).await;
+    controller.disconnect().await;
+
+    let report = completed(controller.sign_out().await);
+
+    assert!(report.server_confirmed(), "{:?}", report.server);
+    assert_eq!(report.tunnel, TunnelOutcome::NotRunning);
+    assert_eq!(store.store().entry(), None);
+    assert!(server.hub().peers().is_empty());
+    assert!(!controller.snapshot().disconnected);
+
+    // The next sign-in connects without a call to `connect`.
+    controller
+        .sign_in(&server.url, "alice", password())
+        .await
+        .expect("signs in again");
+    wait_connected_and_answering(&controller).await;
+}
+
+#[tokio::test]
+async fn connect_and_disconnect_need_a_session() {
+    let _serial = serial().await;
+    let store = MemoryStoreHandle::new();
+    let controller = Controller::new(store.clone_arc(), support::options());
+    controller.resume().await;
+
+    let connected = controller.connect().await;
+    let disconnected = controller.disconnect().await;
+
+    assert!(
+        matches!(connected, Err(camwire_client::ControllerError::NotSignedIn)),
+        "{connected:?}"
+    );
+    assert_eq!(disconnected, None);
+}
+
+#[tokio::test]
+async fn connect_after_shutdown_is_rejected() {
+    let _serial = serial().await;
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    let (controller, _store) = signed_in(&server, ControllerOptions::default()).await;
+    controller.shutdown().await;
+
+    let result = controller.connect().await;
+
+    assert!(
+        matches!(result, Err(camwire_client::ControllerError::ShutDown)),
+        "{result:?}"
+    );
+    assert_eq!(controller.tunnel_status(), TunnelStatus::stopped());
+}
+
+/// Compiles only for types that wipe their memory when dropped.
+fn assert_zeroize_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>(_value: &T) {}
+
+/// Returns whether a type that can wipe itself has a destructor. x25519-dalek 2 wipes its
+/// secrets in a `Drop` made by `#[zeroize(drop)]`, which implements `Zeroize` but not the
+/// `ZeroizeOnDrop` marker; a `[u8; 32]` alone would have no destructor.
+fn wipes_on_drop<T: zeroize::Zeroize>(_value: &T) -> bool {
+    std::mem::needs_drop::<T>()
+}
+
+#[tokio::test]
+async fn secret_holders_redact_debug_and_wipe_on_drop() {
+    let _serial = serial().await;
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    let password = password();
+    let mut session = Session::sign_in(support::api(&server.url), "alice", &password)
+        .await
+        .expect("signs in");
+    session.ensure_tunnel(&TunnelSettings::default()).await;
+    let credentials = session.credentials().clone();
+    let token = credentials.access_token.expose().to_owned();
+    let key = credentials.private_key.to_base64().to_string();
+
+    let printed = [
+        format!("{session:?}"),
+        format!("{credentials:?}"),
+        format!("{:?}", credentials.access_token),
+        format!("{:?}", credentials.private_key),
+        format!("{password:?}"),
+        format!(
+            "{:?}",
+            camwire_api::LoginRequest {
+                username: "alice".to_owned(),
+                password: password.clone(),
+            }
+        ),
+    ];
+
+    for text in &printed {
+        assert!(!text.contains(&token), "Debug shows the token: {text}");
+        assert!(!text.contains(&key), "Debug shows the private key: {text}");
+        assert!(
+            !text.contains(support::PASSWORD),
+            "Debug shows the password: {text}"
+        );
+    }
+    assert!(printed[0].contains("<redacted>"), "{}", printed[0]);
+    assert_zeroize_on_drop(&credentials.access_token);
+    assert_zeroize_on_drop(&password);
+    assert!(wipes_on_drop(credentials.private_key.as_x25519()));
+    session.sign_out(&MemoryStore::new()).await;
+}
+
 /// A writer that keeps every log line in memory, for the secret check.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<StdMutex<Vec<u8>>>);
@@ -561,6 +762,9 @@ async fn logs_reports_and_debug_carry_no_secret() {
     let token = credentials.access_token.expose().to_owned();
     let key = credentials.private_key.to_base64().to_string();
     let snapshot = format!("{:?} {:?}", controller.snapshot(), controller);
+    controller.disconnect().await;
+    controller.connect().await.expect("connects again");
+    wait_connected_and_answering(&controller).await;
     let report = completed(controller.sign_out().await);
     let printed = format!("{snapshot} {report:?} {}", report.message());
     let logs = String::from_utf8_lossy(&logs.0.lock().expect("log buffer lock")).into_owned();

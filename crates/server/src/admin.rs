@@ -1,4 +1,4 @@
-//! What the `/admin` routes and the `peers` and `pool` commands show and do.
+//! Logic of the `/admin` routes and of the `peers` and `pool` commands.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -74,7 +74,7 @@ pub struct ServerConfig {
     pub backend: BackendChoice,
 }
 
-/// Which peer back end a server uses.
+/// Choice of a server's peer back end.
 #[derive(Clone, Default)]
 pub enum BackendChoice {
     /// The wg-config back end: the file at `wg_config_path`, applied to `wg_interface`
@@ -218,8 +218,8 @@ pub enum ConfigError {
     Pool(#[from] PoolError),
 }
 
-/// Checks a Linux network interface name: 1 to 15 bytes (IFNAMSIZ less the NUL), none
-/// of them `/`, whitespace or `:`; this also keeps it a single `wg` argument.
+/// Checks a Linux network interface name: 1 to 15 bytes (IFNAMSIZ less the NUL) of ASCII
+/// letters, digits, `_`, `-` and `.`, and not `.` or `..`. So it is also one `wg` argument.
 pub fn is_valid_interface_name(name: &str) -> bool {
     (1..=15).contains(&name.len())
         && name != "."

@@ -108,7 +108,7 @@ struct ServeArgs {
     session_ttl: u64,
 
     /// Idle time without a WireGuard handshake after which a peer's address is reclaimed,
-    /// in seconds; a peer that never completed a handshake counts from its allocation.
+    /// in seconds. A peer that never completed a handshake counts from its allocation.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     lease_time: u64,
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Value of `Content-Type` for the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Why an address went back to the pool; the `cause` label of `camwire_releases_total`.
+/// Cause of an address going back to the pool: the `cause` label of `camwire_releases_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseCause {
     /// `POST /logout`.

@@ -298,7 +298,7 @@ pub fn unix_to_datetime(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(seconds, 0).unwrap_or_default()
 }
 
-/// Which peer a release takes.
+/// Selector of the peer that a release takes.
 #[derive(Debug, Clone, Copy)]
 pub enum PeerSelector<'a> {
     /// The peer of this session, if it has one.
@@ -307,7 +307,7 @@ pub enum PeerSelector<'a> {
     Peer(&'a str),
 }
 
-/// What a release does with the peer's session.
+/// Handling of the peer's session in a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionAction {
     /// Keep the session, so that its token stays valid.
@@ -346,7 +346,7 @@ impl ReleaseOutcome {
 }
 
 /// Deletes a peer, removes it from the back end and frees its address, then handles
-/// its session as `session_action` says, all in one transaction.
+/// its session as `session_action` directs, all in one transaction.
 ///
 /// A failed back-end removal is recorded in `pending_removals` and reported as
 /// `failed`; the database side is freed all the same. Every release is logged with the
@@ -446,8 +446,14 @@ async fn release_in(
     {
         if let Some(Ok(())) = removal
             && let Some(backend) = context.backend
+            && let Err(restore) = backend.add_peer(peer.public_key, peer.address).await
         {
-            let _ = backend.add_peer(peer.public_key, peer.address).await;
+            tracing::error!(
+                key_fingerprint = %peer.public_key.fingerprint(),
+                address = %peer.address,
+                error = %error_chain(&restore),
+                "failed to restore a peer whose release was rolled back; the next resynchronization restores it"
+            );
         }
         return Err(error.into());
     }

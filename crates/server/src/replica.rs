@@ -96,7 +96,7 @@ impl ReplicaSync {
         log.note_key(public_key, generation);
     }
 
-    /// Notes that the back end holds every change up to `generation`.
+    /// Notes that the back end has every change up to `generation`.
     pub fn mark_applied(&self, generation: i64) {
         self.log().mark_applied(generation);
     }
@@ -410,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_foreign_and_waits_for_resync() {
+    fn generation_gap_is_foreign() {
         let mut log = GenerationLog::default();
         log.own.extend([1, 3]);
 

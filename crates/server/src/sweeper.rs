@@ -36,10 +36,10 @@ pub struct SweepInput<'a> {
     pub lease_seconds: i64,
 }
 
-/// What a sweep does.
+/// An action of a sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SweepAction {
-    /// Release the peer; with [`ReleaseCause::SessionExpiry`] its session is deleted too.
+    /// Release the peer. With [`ReleaseCause::SessionExpiry`] its session is deleted too.
     Reclaim {
         peer: PeerRow,
         cause: ReleaseCause,
@@ -187,8 +187,8 @@ pub async fn sweep_once(
     Ok(summary)
 }
 
-/// Reads the back end's handshakes as unix seconds; `None` when it cannot tell or the
-/// read failed, so that no peer is reclaimed for idleness on missing data.
+/// Reads the back end's handshakes as unix seconds. Returns `None` when the back end
+/// cannot tell or the read failed, so that no peer is reclaimed for idleness on missing data.
 async fn read_handshakes(context: &PeerContext<'_>) -> Option<HashMap<PublicKey, i64>> {
     read_live_handshakes(context.backend?).await
 }
@@ -218,7 +218,7 @@ pub async fn read_live_handshakes(
 }
 
 /// Stores the handshakes that are newer than the database's, so that every replica's
-/// sweeper sees the clients that use this replica's endpoint.
+/// sweeper finds the clients that use this replica's endpoint.
 async fn store_newer_handshakes(
     context: &PeerContext<'_>,
     peers: &[PeerDetail],
@@ -519,7 +519,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_removals_are_retried_unless_key_is_held_again() {
+    fn pending_removal_retried_unless_key_reused() {
         let peers = [detail(2, START, START + LEASE)];
         let gone = PendingRemoval {
             id: "r1".into(),

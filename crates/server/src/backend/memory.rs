@@ -26,6 +26,8 @@ pub struct MemoryBackend {
 #[derive(Debug, Default)]
 struct MemoryState {
     peers: HashMap<PublicKey, Ipv4Addr>,
+    /// The inverse of `peers`, so that an addition finds a stale key on its address at once.
+    keys_by_address: HashMap<Ipv4Addr, PublicKey>,
     handshakes: Handshakes,
 }
 
@@ -61,17 +63,29 @@ impl PeerBackend for MemoryBackend {
 
     async fn add_peer(&self, public_key: PublicKey, address: Ipv4Addr) -> Result<(), BackendError> {
         let mut state = self.lock();
-        state
-            .peers
-            .retain(|key, held| *key == public_key || *held != address);
-        state.peers.insert(public_key, address);
+
+        if let Some(stale) = state.keys_by_address.insert(address, public_key)
+            && stale != public_key
+        {
+            state.peers.remove(&stale);
+        }
+        if let Some(previous) = state.peers.insert(public_key, address)
+            && previous != address
+        {
+            state.keys_by_address.remove(&previous);
+        }
+
         Ok(())
     }
 
     async fn remove_peer(&self, public_key: PublicKey) -> Result<(), BackendError> {
         let mut state = self.lock();
-        state.peers.remove(&public_key);
+
+        if let Some(address) = state.peers.remove(&public_key) {
+            state.keys_by_address.remove(&address);
+        }
         state.handshakes.remove(&public_key);
+
         Ok(())
     }
 
@@ -128,6 +142,26 @@ mod tests {
                 address
             }]
         );
+    }
+
+    #[tokio::test]
+    async fn moved_key_frees_its_old_address() {
+        let backend = MemoryBackend::new();
+        let key = PrivateKey::generate().public_key();
+        let other = PrivateKey::generate().public_key();
+        let old = Ipv4Addr::new(10, 13, 0, 2);
+
+        backend.add_peer(key, old).await.expect("adds");
+        backend
+            .add_peer(key, Ipv4Addr::new(10, 13, 0, 3))
+            .await
+            .expect("moves");
+        backend.add_peer(other, old).await.expect("adds");
+
+        let peers = backend.peers().await.expect("lists");
+        assert_eq!(peers.len(), 2, "{peers:?}");
+        assert!(backend.contains(&key));
+        assert!(backend.contains(&other));
     }
 
     #[tokio::test]

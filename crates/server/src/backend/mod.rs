@@ -70,7 +70,7 @@ pub enum BackendError {
 ///
 /// The database guarantees that no two peers hold one address, and the server calls
 /// [`add_peer`](Self::add_peer) inside the transaction that took the address. So a
-/// back end that still has another key on that address holds a stale peer, and
+/// back end that still has another key on that address has a stale peer, and
 /// `add_peer` replaces it.
 #[async_trait]
 pub trait PeerBackend: Send + Sync + 'static {

@@ -120,7 +120,7 @@ impl WgConfigBackend {
     /// Runs `wg syncconf` with `peers`, when the back end has a live interface.
     ///
     /// The stripped config goes to a temporary file of mode 0600 beside the config file,
-    /// because it contains the private key; the file is deleted when the call ends.
+    /// because it contains the private key. The file is deleted when the call ends.
     async fn apply_to_interface(
         &self,
         peers: &HashMap<PublicKey, Ipv4Addr>,
@@ -130,7 +130,7 @@ impl WgConfigBackend {
         };
 
         let mut config = self.file_contents(peers);
-        // `Address` is a wg-quick setting that `wg` rejects, as `wg-quick strip` knows.
+        // `Address` is a wg-quick setting that `wg` rejects, so `wg-quick strip` drops it too.
         config.interface.address = None;
         let directory = match self.path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),

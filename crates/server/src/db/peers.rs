@@ -102,7 +102,7 @@ pub async fn take_lowest_free_address(
         }
 
         // Every free row is locked by another transaction, or none is left. The locking
-        // read waits for the holder of the lowest row; it returns no row when that
+        // read waits for the holder of the lowest row. It returns no row when that
         // holder took the address, or when the table is empty.
         let waited =
             sqlx::query("SELECT address FROM free_addresses ORDER BY address LIMIT 1 FOR UPDATE")
@@ -195,7 +195,7 @@ pub async fn delete_peer_by_id(
     row.as_ref().map(PeerRow::from_row).transpose()
 }
 
-/// Removes an address that a peer holds from `free_addresses`, after a unique violation
+/// Removes an address that a peer has from `free_addresses`, after a unique violation
 /// showed that the free table listed it. Returns whether a row was deleted.
 pub async fn forget_held_free_address(
     connection: &mut AnyConnection,

@@ -12,8 +12,8 @@ use camwire_api::{LoginResponse, WireguardConfig};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_camwire-server");
 
-/// Upper bound for a debug build to migrate a database and bind; far above the time this
-/// takes on an idle machine, so that a loaded machine does not fail the test.
+/// Upper bound for a debug build to migrate a database and bind. It is far above the time
+/// this takes on an idle machine, so that a loaded machine does not fail the test.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `camwire-server serve` whose log goes to a file.

@@ -27,9 +27,9 @@ const POOL_SIZE: i64 = 253;
 /// What the clients saw.
 #[derive(Default)]
 struct ClientView {
-    /// Address to client, for the time between a client receiving its allocation and
-    /// sending its sign-out; the real holding time contains that span, so two clients
-    /// on one address here means the server handed it out twice.
+    /// Address to client, from the client receiving its allocation until it sends its
+    /// sign-out. The real holding time contains that span, so two clients on one
+    /// address here means that the server handed it out twice.
     holders: HashMap<Ipv4Addr, usize>,
     double_holds: Vec<String>,
     failures: Vec<String>,
