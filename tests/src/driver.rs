@@ -58,6 +58,10 @@ impl AppSession {
         command
             .args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
             .env("XDG_DATA_HOME", data_home)
+            // No D-Bus session bus: with the user's bus, tauri-plugin-single-instance would
+            // hand a second device's start to the first instance (or to a Camwire the user
+            // runs), and a tray host would keep the app running when its window closes.
+            .env("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={}", data_home.join("no-session-bus").display()))
             .env("RUST_LOG", "info,camwire=debug,camwire_client=debug");
         let driver = GroupChild::spawn_logged("tauri-driver", command, log)
             .with_context(|| format!("failed to start {}; run `cargo xtask setup` to install it", tauri_driver.display()))?;
