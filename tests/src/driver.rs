@@ -41,7 +41,21 @@ pub struct AppSession {
 impl AppSession {
     /// Starts tauri-driver and the app with `data_home` as `XDG_DATA_HOME`; the app's and
     /// the driver's output is appended to `log`.
+    ///
+    /// The app gets no D-Bus session bus. With the user's bus, tauri-plugin-single-instance
+    /// would hand a second device's start to the first instance (or to a Camwire the user
+    /// runs), and a tray host would keep the app running when its window closes.
     pub async fn launch(data_home: &Path, log: &Path) -> Result<Self> {
+        Self::launch_with(data_home, log, false).await
+    }
+
+    /// Like [`AppSession::launch`], with the test's D-Bus session bus, for tests of single
+    /// instance and the tray.
+    pub async fn launch_on_session_bus(data_home: &Path, log: &Path) -> Result<Self> {
+        Self::launch_with(data_home, log, true).await
+    }
+
+    async fn launch_with(data_home: &Path, log: &Path, session_bus: bool) -> Result<Self> {
         ensure!(
             has_display(),
             "no display: the WebDriver tests need an X display; run them under `xvfb-run -a` \
@@ -58,11 +72,11 @@ impl AppSession {
         command
             .args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
             .env("XDG_DATA_HOME", data_home)
-            // No D-Bus session bus: with the user's bus, tauri-plugin-single-instance would
-            // hand a second device's start to the first instance (or to a Camwire the user
-            // runs), and a tray host would keep the app running when its window closes.
-            .env("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={}", data_home.join("no-session-bus").display()))
             .env("RUST_LOG", "info,camwire=debug,camwire_client=debug");
+        if !session_bus {
+            // A socket path that does not exist, so the app finds no bus.
+            command.env("DBUS_SESSION_BUS_ADDRESS", format!("unix:path={}", data_home.join("no-session-bus").display()));
+        }
         let driver = GroupChild::spawn_logged("tauri-driver", command, log)
             .with_context(|| format!("failed to start {}; run `cargo xtask setup` to install it", tauri_driver.display()))?;
 

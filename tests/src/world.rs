@@ -165,12 +165,23 @@ impl World {
         std::fs::write(&path, bytes).with_context(|| format!("failed to write {}", path.display()))
     }
 
-    /// Starts the app (a new process each time), with the scenario's data directory.
+    /// Starts the app (a new process each time), with the scenario's data directory and no
+    /// D-Bus session bus (see [`AppSession::launch`]).
     pub async fn launch_app(&mut self) -> Result<&AppSession> {
         self.close_app().await?;
         std::fs::create_dir_all(self.data_home())?;
         self.app_starts += 1;
         let session = AppSession::launch(&self.data_home(), &self.app_log_path()).await?;
+        Ok(self.app.insert(session))
+    }
+
+    /// Like [`World::launch_app`], with the test's D-Bus session bus, for tests of single
+    /// instance and the tray.
+    pub async fn launch_app_on_session_bus(&mut self) -> Result<&AppSession> {
+        self.close_app().await?;
+        std::fs::create_dir_all(self.data_home())?;
+        self.app_starts += 1;
+        let session = AppSession::launch_on_session_bus(&self.data_home(), &self.app_log_path()).await?;
         Ok(self.app.insert(session))
     }
 

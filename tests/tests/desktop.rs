@@ -480,7 +480,7 @@ async fn second_start_shows_running_app() {
     }
 
     scenario("desktop-single-instance", ServerOptions::default(), async |world| {
-        world.launch_app().await?;
+        world.launch_app_on_session_bus().await?;
         let url = world.server.url();
         let password = password(world, "alice");
         world.app().sign_in(&url, "alice", &password).await?;
