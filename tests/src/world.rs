@@ -151,7 +151,7 @@ impl World {
         };
         ensure!(
             !entries.contains_key(camwire_client::SESSION_KEY),
-            "the store file still holds a session entry"
+            "the store file still contains a session entry"
         );
         Ok(())
     }
