@@ -94,9 +94,11 @@ async fn logout_frees_address_for_next_user() {
 
         // Everything of alice's session is gone: address, peer, token, stored secrets, tunnel.
         ensure_released(&world.server, "alice", &first).await?;
+        ensure_release_logged(&world.server, &first, "logout")?;
         expect_eq("status of alice's old token", world.server.status_of_token(&first.access_token).await?, 401)?;
         world.ensure_store_signed_out(&[&first.access_token, &first.private_key])?;
         ensure_tunnel_stopped(app).await?;
+        ensure_no_secret_in_log(&world.app_log_path(), &first)?;
 
         // bob, on his own computer, gets the address alice gave back.
         let bob_app = world.launch_other_device("bob").await?;
@@ -229,6 +231,7 @@ async fn log_out_through_failure(world: &mut World, proxy: &FaultProxy, failure:
         ServerFailure::RevokedByAdmin => {
             expect_eq("POST /logout requests", logout_requests, 1)?;
             ensure_released(&world.server, "alice", &session).await?;
+            ensure_release_logged(&world.server, &session, "admin")?;
         }
         _ => {
             // The server never saw the sign-out, so the address waits for its lease.
@@ -629,6 +632,26 @@ async fn ensure_tunnel_running(app: &AppSession) -> Result<()> {
     let ports = udp_ports_of(app.app_pid()?)?;
     ensure!(!ports.is_empty(), "the app has no UDP socket open for its tunnel");
     hub::ensure_tunnel_live(app).await
+}
+
+/// Checks that the server's log records the release of the session's address with `cause`
+/// (`logout`, `admin`) and contains neither the session's token nor its key.
+fn ensure_release_logged(server: &ServerProcess, session: &StoredSession, cause: &str) -> Result<()> {
+    let address = host_address(&session.address)?;
+    let log = std::fs::read_to_string(server.log_path()).context("failed to read the server's log")?;
+    let released = log.lines().any(|line| {
+        line.contains("peer released") && line.contains(&format!("address={address} ")) && line.contains(&format!("cause=\"{cause}\""))
+    });
+    ensure!(released, "the server's log has no \"peer released\" line for {address} with cause {cause:?}");
+    ensure_no_secret_in_log(&server.log_path(), session)
+}
+
+/// Checks that the log at `path` contains neither the session's token nor its private key.
+fn ensure_no_secret_in_log(path: &std::path::Path, session: &StoredSession) -> Result<()> {
+    let log = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    ensure!(!log.contains(&session.access_token), "{} contains the session's access token", path.display());
+    ensure!(!log.contains(&session.private_key), "{} contains the session's private key", path.display());
+    Ok(())
 }
 
 /// Checks that the app's tunnel has stopped and closed its UDP socket.
