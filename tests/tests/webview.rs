@@ -206,7 +206,7 @@ async fn log_out_through_failure(world: &mut World, proxy: &FaultProxy, failure:
     ensure!(elapsed < SIGN_OUT_BOUND, "the sign-in view returned after {elapsed:?}, bound is {SIGN_OUT_BOUND:?}");
 
     let notice = app.wait_text("signout-notice", DEFAULT_WAIT).await?;
-    let (kind, says) = match failure {
+    let (kind, expected_text) = match failure {
         ServerFailure::BlackHoled => ("unreachable", "could not be reached (no reply within 5 s)"),
         ServerFailure::InternalError => ("server_error", "replied with an error (HTTP 500)"),
         // TODO: the notice should state that the reply could not be read. For a 200 reply
@@ -218,7 +218,7 @@ async fn log_out_through_failure(world: &mut World, proxy: &FaultProxy, failure:
     };
     expect_eq("notice kind", app.data_kind("signout-notice").await?, kind.to_owned())?;
     ensure!(notice.starts_with("Signed out on this device."), "the notice does not say the device signed out: {notice:?}");
-    ensure!(notice.contains(says), "the notice {notice:?} does not say {says:?}");
+    ensure!(notice.contains(expected_text), "the notice {notice:?} does not contain {expected_text:?}");
     if kind != "token_rejected" {
         ensure!(notice.contains("when the lease expires"), "the notice {notice:?} does not say when the address is freed");
     }
@@ -277,8 +277,8 @@ async fn sign_in_errors_store_nothing() {
         ];
 
         let mut credential_errors = Vec::new();
-        for (case, server_url, user, password, says) in cases {
-            let error = fail_sign_in(world, &server_url, user, password, says).await.with_context(|| format!("case {case}"))?;
+        for (case, server_url, user, password, expected_text) in cases {
+            let error = fail_sign_in(world, &server_url, user, password, expected_text).await.with_context(|| format!("case {case}"))?;
             eprintln!("sign-in error for {case}: {error}");
             if user == "mallory" || password == "not-the-password" {
                 credential_errors.push(error);
@@ -301,15 +301,15 @@ async fn sign_in_errors_store_nothing() {
 
 /// Submits a sign-in that must fail and checks the error on screen, the store file and the
 /// database; returns the error text.
-async fn fail_sign_in(world: &World, server_url: &str, user: &str, password: &str, says: &str) -> Result<String> {
+async fn fail_sign_in(world: &World, server_url: &str, user: &str, password: &str, expected_text: &str) -> Result<String> {
     let app = world.app();
     let started = Instant::now();
     app.submit_sign_in(server_url, user, password).await?;
 
     let error = app.wait_text("signin-error", SILENT_SIGN_IN_BOUND).await?;
     ensure!(
-        error.to_lowercase().contains(&says.to_lowercase()),
-        "the error {error:?} does not say {says:?} (after {:?})",
+        error.to_lowercase().contains(&expected_text.to_lowercase()),
+        "the error {error:?} does not contain {expected_text:?} (after {:?})",
         started.elapsed()
     );
     app.wait_hidden("signin-progress", DEFAULT_WAIT).await?;
@@ -689,7 +689,7 @@ fn host_address(cidr: &str) -> Result<Ipv4Addr> {
     host.parse().with_context(|| format!("invalid VPN address {cidr:?}"))
 }
 
-fn expect_eq<T: PartialEq + Debug>(what: &str, actual: T, expected: T) -> Result<()> {
-    ensure!(actual == expected, "{what}: expected {expected:?}, got {actual:?}");
+fn expect_eq<T: PartialEq + Debug>(subject: &str, actual: T, expected: T) -> Result<()> {
+    ensure!(actual == expected, "{subject}: expected {expected:?}, got {actual:?}");
     Ok(())
 }
