@@ -23,6 +23,9 @@ pub struct ServerOptions {
     pub extra_arguments: Vec<String>,
     /// Loopback port to listen on; a free one when `None`.
     pub port: Option<u16>,
+    /// Whether the server runs its embedded WireGuard hub on [`ServerProcess::wg_endpoint`]
+    /// (`--peer-backend embedded`); by default when [`crate::hub::AVAILABLE`].
+    pub embedded_hub: bool,
 }
 
 impl Default for ServerOptions {
@@ -31,6 +34,7 @@ impl Default for ServerOptions {
             pool: "10.13.0.0/16".into(),
             extra_arguments: Vec::new(),
             port: None,
+            embedded_hub: crate::hub::AVAILABLE,
         }
     }
 }
@@ -213,7 +217,13 @@ impl ServerProcess {
             .args(["--pool", &self.options.pool])
             .args(["--wg-config", &self.wg_config_path().to_string_lossy()])
             .args(["--wg-endpoint", &self.wg_endpoint().to_string()])
-            .arg("--demo")
+            .arg("--demo");
+        if self.options.embedded_hub {
+            command
+                .args(["--peer-backend", "embedded"])
+                .args(["--wg-listen", &self.wg_endpoint().to_string()]);
+        }
+        command
             .args(&self.options.extra_arguments)
             .env("RUST_LOG", "info,camwire_server=debug")
             .stdout(Stdio::piped());

@@ -32,6 +32,8 @@ pub struct StoredSession {
     /// The VPN address, such as `10.13.0.2/32`.
     pub address: String,
     pub server_url: String,
+    /// The session's WireGuard configuration, as the server handed it out.
+    pub wireguard: camwire_api::WireguardConfig,
 }
 
 impl StoredSession {
@@ -56,6 +58,7 @@ impl StoredSession {
             public_key: credentials.private_key.public_key().to_base64(),
             address: credentials.profile.wireguard.address.to_string(),
             server_url: credentials.server_url.to_string(),
+            wireguard: credentials.profile.wireguard.clone(),
         }))
     }
 }

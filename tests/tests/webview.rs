@@ -621,7 +621,8 @@ async fn ensure_released(server: &ServerProcess, user: &str, session: &StoredSes
     ensure!(!config.contains(&session.public_key), "the WireGuard config still has the session's key");
     ensure!(!config.contains(&session.address), "the WireGuard config still has {}", session.address);
 
-    hub::ensure_forgot_key(server, &session.public_key).await
+    hub::ensure_forgot_key(server, &session.public_key).await?;
+    hub::ensure_key_rejected(session).await
 }
 
 /// Checks that the app runs the session's tunnel. Once the server runs the embedded hub, it
