@@ -1,10 +1,13 @@
 //! Checks against the server's embedded WireGuard hub and the app's live tunnel.
 //!
-//! TODO: needs `camwire-server serve --peer-backend embedded` (the in-process hub on a UDP
-//! port, its peers visible through the admin API), which the server does not have yet. Until
-//! then [`AVAILABLE`] is false, and every `ensure_*` check here returns `Ok` without checking
-//! anything. The scenarios check the WireGuard config file and the tunnel's running state
-//! instead.
+//! The harness starts every server with its hub on the server's own free UDP port as soon as
+//! the server binary has one (see [`crate::server::has_embedded_hub`]).
+//!
+//! TODO: needs `camwire-server serve --peer-backend embedded` (the in-process hub, its peers
+//! visible through the admin API), which the server does not have yet. Until these checks
+//! have run against it and [`AVAILABLE`] is set, every `ensure_*` check here returns `Ok`
+//! without checking anything. The scenarios check the WireGuard config file and the tunnel's
+//! running state instead.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,7 @@ use crate::driver::{AppSession, DEFAULT_WAIT};
 use crate::server::ServerProcess;
 use crate::world::StoredSession;
 
-/// Whether the server under test runs the embedded hub, so that the checks below run.
+/// Whether the checks below run: set it once they pass against the server's hub.
 pub const AVAILABLE: bool = false;
 
 /// Time that a handshake with a key the hub does not know is given before the key counts

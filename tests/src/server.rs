@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -23,9 +24,6 @@ pub struct ServerOptions {
     pub extra_arguments: Vec<String>,
     /// Loopback port to listen on; a free one when `None`.
     pub port: Option<u16>,
-    /// Whether the server runs its embedded WireGuard hub on [`ServerProcess::wg_endpoint`]
-    /// (`--peer-backend embedded`); by default when [`crate::hub::AVAILABLE`].
-    pub embedded_hub: bool,
 }
 
 impl Default for ServerOptions {
@@ -34,7 +32,6 @@ impl Default for ServerOptions {
             pool: "10.13.0.0/16".into(),
             extra_arguments: Vec::new(),
             port: None,
-            embedded_hub: crate::hub::AVAILABLE,
         }
     }
 }
@@ -188,7 +185,7 @@ impl ServerProcess {
             .await
             .context("GET /admin/peers failed")?;
         let status = reply.status();
-        anyhow::ensure!(status.is_success(), "GET /admin/peers returned {status}");
+        ensure!(status.is_success(), "GET /admin/peers returned {status}");
         reply.json().await.context("GET /admin/peers sent an invalid body")
     }
 
@@ -203,7 +200,7 @@ impl ServerProcess {
             .await
             .context("DELETE /admin/peers failed")?;
         let status = reply.status();
-        anyhow::ensure!(status.is_success(), "DELETE /admin/peers/{peer_id} returned {status}");
+        ensure!(status.is_success(), "DELETE /admin/peers/{peer_id} returned {status}");
         reply.json().await.context("DELETE /admin/peers sent an invalid body")
     }
 
@@ -218,7 +215,8 @@ impl ServerProcess {
             .args(["--wg-config", &self.wg_config_path().to_string_lossy()])
             .args(["--wg-endpoint", &self.wg_endpoint().to_string()])
             .arg("--demo");
-        if self.options.embedded_hub {
+        if has_embedded_hub(&binary)? {
+            // Without --wg-listen, every server would bind the hub's default port.
             command
                 .args(["--peer-backend", "embedded"])
                 .args(["--wg-listen", &self.wg_endpoint().to_string()]);
@@ -268,6 +266,23 @@ impl ServerProcess {
         });
         Ok(())
     }
+}
+
+/// Returns whether the server binary has the embedded WireGuard hub, that is whether
+/// `camwire-server serve --help` lists `--peer-backend`; read once per process.
+pub fn has_embedded_hub(binary: &Path) -> Result<bool> {
+    static HAS_HUB: OnceLock<bool> = OnceLock::new();
+    if let Some(known) = HAS_HUB.get() {
+        return Ok(*known);
+    }
+
+    let output = std::process::Command::new(binary)
+        .args(["serve", "--help"])
+        .output()
+        .with_context(|| format!("failed to run {} serve --help", binary.display()))?;
+    ensure!(output.status.success(), "{} serve --help failed with {}", binary.display(), output.status);
+    let has_hub = String::from_utf8_lossy(&output.stdout).contains("--peer-backend");
+    Ok(*HAS_HUB.get_or_init(|| has_hub))
 }
 
 /// Returns an HTTP client whose requests cannot hang a test.
