@@ -593,89 +593,81 @@ async fn confirmation_dialog_keyboard() {
 async fn disconnect_and_connect_keep_session() {
     let _exclusive = exclusive().await;
 
-    scenario(
-        "desktop-disconnect",
-        ServerOptions::default(),
-        async |world| {
-            world.launch_app().await?;
-            let url = world.server.url();
-            let password = password(world, "alice");
-            let app = world.app();
-            app.sign_in(&url, "alice", &password).await?;
-            let database = world.server.database_url();
-            let peers = db::peers(&database).await?;
-            let store = world.store_json()?.context("no credential store")?;
-            let address = app.text("profile-address").await?;
-            ensure!(
-                app.is_visible("disconnect-button").await?,
-                "no Disconnect button"
-            );
-            ensure!(
-                !app.is_visible("connect-button").await?,
-                "Connect shows while connected"
-            );
-            check_private_files(world)?;
+    scenario("desktop-disconnect", embedded_hub(), async |world| {
+        world.launch_app().await?;
+        let url = world.server.url();
+        let password = password(world, "alice");
+        let app = world.app();
+        app.sign_in(&url, "alice", &password).await?;
+        wait_connected_and_answering(app).await?;
+        let database = world.server.database_url();
+        let peers = db::peers(&database).await?;
+        let store = world.store_json()?.context("no credential store")?;
+        let address = app.text("profile-address").await?;
+        ensure!(
+            app.is_visible("disconnect-button").await?,
+            "no Disconnect button"
+        );
+        ensure!(
+            !app.is_visible("connect-button").await?,
+            "Connect shows while connected"
+        );
+        check_private_files(world)?;
 
-            app.click("disconnect-button").await?;
-            app.wait_visible("connect-button", DEFAULT_WAIT).await?;
+        app.click("disconnect-button").await?;
+        app.wait_visible("connect-button", DEFAULT_WAIT).await?;
 
-            ensure!(
-                !app.is_visible("disconnect-button").await?,
-                "Disconnect still shows"
-            );
-            let state = wait_for(
-                "the stopped tunnel",
-                DEFAULT_WAIT,
-                async || attribute(app, "tunnel-state", "data-kind").await,
-                |kind| kind == "stopped",
-            )
-            .await?;
-            ensure!(state == "stopped");
-            ensure!(
-                app.text("profile-address").await? == address,
-                "the address changed"
-            );
-            ensure!(
-                db::peers(&database).await? == peers,
-                "disconnect changed the database"
-            );
-            ensure!(
-                world.store_json()? == Some(store.clone()),
-                "disconnect changed the credential store"
-            );
+        ensure!(
+            !app.is_visible("disconnect-button").await?,
+            "Disconnect still shows"
+        );
+        let state = wait_for(
+            "the stopped tunnel",
+            DEFAULT_WAIT,
+            async || attribute(app, "tunnel-state", "data-kind").await,
+            |kind| kind == "stopped",
+        )
+        .await?;
+        ensure!(state == "stopped");
+        ensure!(
+            attribute(app, "tunnel-server", "data-kind").await? == "not_answering",
+            "the server still answers through a stopped tunnel"
+        );
+        ensure!(
+            app.text("profile-address").await? == address,
+            "the address changed"
+        );
+        ensure!(
+            db::peers(&database).await? == peers,
+            "disconnect changed the database"
+        );
+        ensure!(
+            world.store_json()? == Some(store.clone()),
+            "disconnect changed the credential store"
+        );
 
-            app.click("connect-button").await?;
-            app.wait_visible("disconnect-button", DEFAULT_WAIT).await?;
+        app.click("connect-button").await?;
+        app.wait_visible("disconnect-button", DEFAULT_WAIT).await?;
 
-            // TODO: needs the embedded hub. With `--peer-backend embedded` the state must reach
-            // `connected` and the server `answering`. The wg-config back end has no listener, so
-            // the tunnel stays `connecting` here.
-            wait_for(
-                "a running tunnel",
-                DEFAULT_WAIT,
-                async || attribute(app, "tunnel-state", "data-kind").await,
-                |kind| kind == "connecting" || kind == "connected",
-            )
-            .await?;
-            ensure!(
-                app.text("profile-address").await? == address,
-                "the address changed"
-            );
-            ensure!(
-                db::peers(&database).await? == peers,
-                "connect changed the database"
-            );
-            ensure!(
-                world.store_json()? == Some(store.clone()),
-                "connect changed the credential store"
-            );
+        wait_connected_and_answering(app).await?;
+        ensure!(
+            app.text("profile-address").await? == address,
+            "the address changed"
+        );
+        ensure!(
+            db::peers(&database).await? == peers,
+            "connect changed the database"
+        );
+        ensure!(
+            world.store_json()? == Some(store.clone()),
+            "connect changed the credential store"
+        );
 
-            let secrets = Secrets::from_store(&store, &password)?;
-            app.log_out().await?;
-            world.close_app().await?;
-            check_logs(world, &secrets)
-        },
-    )
+        let secrets = Secrets::from_store(&store, &password)?;
+        app.log_out().await?;
+        world.close_app().await?;
+        check_logs(world, &secrets)
+    })
     .await;
 }
 
@@ -746,6 +738,36 @@ async fn second_start_shows_running_app() {
         },
     )
     .await;
+}
+
+/// Returns the options of a server whose embedded WireGuard hub listens on a free loopback
+/// port, so that the app's tunnel connects.
+fn embedded_hub() -> ServerOptions {
+    ServerOptions {
+        extra_arguments: ["--peer-backend", "embedded", "--wg-listen", "127.0.0.1:0"]
+            .map(str::to_owned)
+            .to_vec(),
+        ..ServerOptions::default()
+    }
+}
+
+/// Waits until the profile shows a connected tunnel through which the server answers.
+async fn wait_connected_and_answering(app: &AppSession) -> Result<()> {
+    wait_for(
+        "a connected tunnel",
+        DEFAULT_WAIT,
+        async || attribute(app, "tunnel-state", "data-kind").await,
+        |kind| kind == "connected",
+    )
+    .await?;
+    wait_for(
+        "the server's reply through the tunnel",
+        DEFAULT_WAIT,
+        async || attribute(app, "tunnel-server", "data-kind").await,
+        |kind| kind == "answering",
+    )
+    .await?;
+    Ok(())
 }
 
 /// Checks that the credential file is readable by its owner only, and its folder too.
