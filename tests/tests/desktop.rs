@@ -751,7 +751,7 @@ fn embedded_hub() -> ServerOptions {
     }
 }
 
-/// Waits until the profile shows a connected tunnel through which the server answers.
+/// Waits until the profile shows a connected tunnel and the server replying through it.
 async fn wait_connected_and_answering(app: &AppSession) -> Result<()> {
     wait_for(
         "a connected tunnel",
