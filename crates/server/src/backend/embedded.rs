@@ -35,10 +35,6 @@ impl EmbeddedBackend {
     pub fn hub(&self) -> &Hub {
         self.hub.hub()
     }
-
-    pub fn file(&self) -> &WgConfigBackend {
-        &self.file
-    }
 }
 
 #[async_trait]
