@@ -4,8 +4,8 @@
 Usage: python3 icons/make_tray_icons.py icons/tray
 
 Each icon is the app icon of make_icon.py, sampled 4x4 per pixel. Signed out and disconnected
-are grey; the other states keep the colours and get a status dot in the lower right corner:
-amber while connecting, green when connected, red on an error.
+are grey. The other states keep the colours and get a status dot in the lower right corner,
+amber while connecting, green when connected and red on an error.
 """
 
 import os

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::logging::{FILE_PREFIX, FILE_SUFFIX};
 
-/// What an export wrote.
+/// Summary of a finished export.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSummary {
     /// Names of the log files copied, oldest first.
@@ -15,7 +15,7 @@ pub struct ExportSummary {
     pub bytes: u64,
 }
 
-/// Failure of an export; each message names the path and says what to do.
+/// Failure of an export. Each message names the path and what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("could not read the log folder {}: {source}", folder.display())]
@@ -164,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn destination_named_like_a_log_is_not_copied_into_itself() {
+    fn log_named_destination_is_skipped() {
         let logs = tempfile::tempdir().expect("temp dir");
         write(logs.path(), "camwire.2026-03-01.log", "today\n");
         write(logs.path(), "camwire.export.log", "an earlier export\n");

@@ -130,3 +130,53 @@ fn prepare_private_file(folder: &Path, path: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("the path exists")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn new_store_is_private() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let folder = root.path().join("dev.camwire.desktop");
+        let path = folder.join(FILE_NAME);
+
+        prepare_private_file(&folder, &path).expect("prepares the store");
+
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(std::fs::read_to_string(&path).expect("readable"), "{}\n");
+    }
+
+    #[test]
+    fn existing_store_is_made_private_and_kept() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let folder = root.path().join("dev.camwire.desktop");
+        std::fs::create_dir(&folder).expect("creates the folder");
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755))
+            .expect("opens the folder");
+        let path = folder.join(FILE_NAME);
+        std::fs::write(&path, "{\"session\": {}}\n").expect("writes a store");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .expect("opens the file");
+
+        prepare_private_file(&folder, &path).expect("prepares the store");
+
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("readable"),
+            "{\"session\": {}}\n"
+        );
+    }
+}

@@ -18,7 +18,7 @@ use crate::window::{self, PageRequest};
 /// because a handshake completing publishes nothing.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What the tray shows.
+/// State of the tray icon: its image, tooltip and enabled menu items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrayState {
     SignedOut,

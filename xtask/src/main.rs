@@ -6,6 +6,7 @@
 //!   `target/demo/` and the desktop app signed in against it.
 //! - `cargo xtask setup`: only the installation step.
 
+mod bundle;
 mod postgres;
 mod setup;
 
@@ -64,6 +65,7 @@ fn test(cargo_test_arguments: &[String]) -> Result<()> {
     println!("xtask: building the workspace");
     run(cargo(&root).args(["build", "--workspace", "--all-targets", "--locked"]))?;
 
+    let deb = bundle::build_deb(&root)?;
     let postgres = postgres::Postgres::start(&root)?;
 
     println!("xtask: running the tests");
@@ -73,7 +75,9 @@ fn test(cargo_test_arguments: &[String]) -> Result<()> {
         .args(["test", "--workspace", "--locked"])
         .args(cargo_test_arguments)
         .envs(tools.environment())
-        .env(postgres::URL_VARIABLE, &postgres.url);
+        .env(postgres::URL_VARIABLE, &postgres.url)
+        .env("CAMWIRE_DEB", &deb)
+        .env("CAMWIRE_REQUIRE_BUNDLE", "1");
     run(&mut command)?;
 
     // The timer tests move boringtun's clock through its mock-instant feature, which
@@ -143,8 +147,9 @@ fn has_display() -> bool {
         || env::var_os("WAYLAND_DISPLAY").is_some_and(|value| !value.is_empty())
 }
 
-/// Returns a command for `program`, wrapped in `xvfb-run` when there is no display,
-/// so that the webview tests and the demo run on a headless machine.
+/// Returns a command for `program`, wrapped in `xvfb-run` and `dbus-run-session` when
+/// there is no display, so that the webview tests and the demo run on a headless
+/// machine with a session bus (the app's single-instance check and tray use D-Bus).
 fn with_display(root: &Path, program: &str) -> Result<Command> {
     if has_display() {
         let mut command = Command::new(program);
@@ -152,10 +157,16 @@ fn with_display(root: &Path, program: &str) -> Result<Command> {
         return Ok(command);
     }
 
-    println!("xtask: no DISPLAY set, running under Xvfb (xvfb-run)");
+    println!("xtask: no DISPLAY set, running under Xvfb (xvfb-run) with a D-Bus session");
     let mut command = Command::new("xvfb-run");
     command
-        .args(["--auto-servernum", "--server-args=-screen 0 1280x800x24", program])
+        .args([
+            "--auto-servernum",
+            "--server-args=-screen 0 1280x800x24",
+            "dbus-run-session",
+            "--",
+            program,
+        ])
         .current_dir(root);
     Ok(command)
 }

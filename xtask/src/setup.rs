@@ -9,8 +9,10 @@ use anyhow::Result;
 
 use crate::run;
 
-/// Debian packages: WebKitGTK and its WebDriver for the app, Xvfb for headless runs,
-/// PostgreSQL for the server's second database, and the build tools of the native crates.
+/// Debian packages: WebKitGTK and its WebDriver for the app, Xvfb and a D-Bus session
+/// for headless runs, PostgreSQL for the server's second database, and the build tools
+/// of the native crates. Node.js (for the Tauri CLI that makes the bundles) is added
+/// only when `npx` is missing, so a newer Node.js already installed is kept.
 const SYSTEM_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
@@ -22,6 +24,7 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "xvfb",
     "xauth",
     "fonts-dejavu-core",
+    "dbus",
     "postgresql",
 ];
 
@@ -74,11 +77,14 @@ fn install_system_packages() -> Result<()> {
         return Ok(());
     }
 
-    let missing: Vec<&str> = SYSTEM_PACKAGES
+    let mut missing: Vec<&str> = SYSTEM_PACKAGES
         .iter()
         .copied()
         .filter(|package| !is_installed(package))
         .collect();
+    if !on_path("npx") {
+        missing.extend(["nodejs", "npm"]);
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -94,6 +100,10 @@ fn install_system_packages() -> Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive");
     run(&mut install)
+}
+
+fn on_path(program: &str) -> bool {
+    env::split_paths(&env::var_os("PATH").unwrap_or_default()).any(|dir| dir.join(program).is_file())
 }
 
 fn is_installed(package: &str) -> bool {

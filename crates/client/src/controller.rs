@@ -485,7 +485,7 @@ impl Controller {
     }
 
     /// Starts the session's tunnel, or starts it again when the session's WireGuard config or
-    /// key changed; does nothing without a session, after [`Controller::shutdown`], or while
+    /// key changed. Does nothing without a session, after [`Controller::shutdown`], or while
     /// the user has disconnected.
     async fn ensure_tunnel(&self, operations: &mut Operations) {
         if operations.shut_down || operations.disconnected {

@@ -174,7 +174,8 @@ impl ServerUrl {
         }
 
         let mut secure = self.0.clone();
-        // Changing between the two special schemes http and https cannot fail.
+        // `Url::set_scheme` rejects only changes between special and non-special schemes,
+        // and http and https are both special.
         let _ = secure.set_scheme("https");
         Err(ServerUrlError::InsecureHttp {
             value: self.to_string(),

@@ -671,8 +671,8 @@ async fn connect_after_shutdown_is_rejected() {
 fn assert_zeroize_on_drop<T: zeroize::ZeroizeOnDrop + ?Sized>(_value: &T) {}
 
 /// Returns whether a type that can wipe itself has a destructor. x25519-dalek 2 wipes its
-/// secrets in a `Drop` made by `#[zeroize(drop)]`, which implements `Zeroize` but not the
-/// `ZeroizeOnDrop` marker; a `[u8; 32]` alone would have no destructor.
+/// secrets in a `Drop` made by `#[zeroize(drop)]`, which does not implement the
+/// `ZeroizeOnDrop` marker. A plain `[u8; 32]` would have no destructor.
 fn wipes_on_drop<T: zeroize::Zeroize>(_value: &T) -> bool {
     std::mem::needs_drop::<T>()
 }

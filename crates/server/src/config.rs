@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use camwire_tunnel::Forward;
 use ipnet::Ipv4Net;
 
 use crate::backend::PeerBackend;
@@ -16,7 +17,16 @@ pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://camwire.db";
 pub const DEFAULT_POOL: &str = "10.13.0.0/16";
+
+/// UDP address of the embedded WireGuard hub.
+pub const DEFAULT_WG_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 51820);
+
+/// Endpoint handed to clients by the back ends without a hub, when none is set.
 pub const DEFAULT_WG_ENDPOINT: &str = "127.0.0.1:51820";
+
+/// TCP port of the server's VPN address that the hub forwards to the HTTP API.
+pub const HTTP_FORWARD_PORT: u16 = 80;
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(86_400);
 
 /// Idle time without a handshake after which the sweeper reclaims a peer.
@@ -50,10 +60,18 @@ pub struct ServerConfig {
     pub database_url: String,
     /// Network of the WireGuard addresses; its first host is the server's address.
     pub pool: Ipv4Net,
-    /// The wg-quick config file that the wg-config back end keeps.
+    /// The wg-quick config file that the embedded and wg-config back ends keep.
     pub wg_config_path: PathBuf,
-    /// The server's WireGuard UDP endpoint as clients reach it, as `host:port`.
-    pub wg_endpoint: String,
+    /// UDP address that the embedded hub binds; port 0 picks a free port.
+    pub wg_listen: SocketAddr,
+    /// The server's WireGuard UDP endpoint as clients reach it, as `host:port`. `None`
+    /// hands out the hub's bound address (embedded back end), or
+    /// [`DEFAULT_WG_ENDPOINT`] with the other back ends.
+    pub wg_endpoint: Option<String>,
+    /// TCP ports of the server's VPN address that the embedded hub forwards to local
+    /// services. Port [`HTTP_FORWARD_PORT`] goes to this server's HTTP listener unless
+    /// a forward here takes it.
+    pub forwards: Vec<Forward>,
     /// Lifetime of an access token.
     pub session_ttl: Duration,
     /// Create the demo users and print their new passwords; loopback addresses only.
@@ -77,9 +95,12 @@ pub struct ServerConfig {
 /// Choice of a server's peer back end.
 #[derive(Clone, Default)]
 pub enum BackendChoice {
+    /// The embedded back end: a userspace WireGuard hub on `wg_listen`, and the file
+    /// at `wg_config_path`.
+    #[default]
+    Embedded,
     /// The wg-config back end: the file at `wg_config_path`, applied to `wg_interface`
     /// when one is set.
-    #[default]
     WgConfig,
     /// A back end made by the caller, such as [`crate::backend::MemoryBackend`] in tests.
     /// The server key still comes from `wg_config_path`, which is created when missing.
@@ -89,6 +110,7 @@ pub enum BackendChoice {
 impl std::fmt::Debug for BackendChoice {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            BackendChoice::Embedded => formatter.write_str("Embedded"),
             BackendChoice::WgConfig => formatter.write_str("WgConfig"),
             BackendChoice::Provided(backend) => write!(formatter, "Provided({})", backend.name()),
         }
@@ -108,7 +130,9 @@ impl ServerConfig {
             pool: DEFAULT_POOL
                 .parse()
                 .expect("the default pool is a valid CIDR"),
-            wg_endpoint: DEFAULT_WG_ENDPOINT.to_owned(),
+            wg_listen: DEFAULT_WG_LISTEN,
+            wg_endpoint: None,
+            forwards: Vec::new(),
             session_ttl: DEFAULT_SESSION_TTL,
             demo: false,
             login_limits: LoginLimits::default(),
@@ -118,7 +142,7 @@ impl ServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             wg_interface: None,
             wg_program: PathBuf::from(DEFAULT_WG_PROGRAM),
-            backend: BackendChoice::WgConfig,
+            backend: BackendChoice::Embedded,
         }
     }
 
@@ -153,12 +177,25 @@ impl ServerConfig {
             });
         }
 
+        let embedded = matches!(self.backend, BackendChoice::Embedded);
+        if self.wg_interface.is_some() && !matches!(self.backend, BackendChoice::WgConfig) {
+            return Err(ConfigError::InterfaceNeedsWgConfig);
+        }
+        if !self.forwards.is_empty() && !embedded {
+            return Err(ConfigError::ForwardNeedsEmbedded);
+        }
+
         let pool = AddressPool::new(self.pool)?;
-        let wg_listen_port = endpoint_port(&self.wg_endpoint)?;
+        check_forwards(&self.forwards, pool.network())?;
+
+        let endpoint_port = match &self.wg_endpoint {
+            Some(endpoint) => Some(endpoint_port(endpoint)?),
+            None => None,
+        };
 
         Ok(ValidConfig {
             pool,
-            wg_listen_port,
+            endpoint_port,
         })
     }
 }
@@ -171,7 +208,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("database_url", &redact_url_password(&self.database_url))
             .field("pool", &self.pool)
             .field("wg_config_path", &self.wg_config_path)
+            .field("wg_listen", &self.wg_listen)
             .field("wg_endpoint", &self.wg_endpoint)
+            .field("forwards", &self.forwards)
             .field("session_ttl", &self.session_ttl)
             .field("demo", &self.demo)
             .field("login_limits", &self.login_limits)
@@ -190,8 +229,8 @@ impl std::fmt::Debug for ServerConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct ValidConfig {
     pub pool: AddressPool,
-    /// `ListenPort` of the config file: the port of the endpoint.
-    pub wg_listen_port: u16,
+    /// Port of `wg_endpoint`, when one is set.
+    pub endpoint_port: Option<u16>,
 }
 
 /// Invalid settings.
@@ -214,8 +253,103 @@ pub enum ConfigError {
         "invalid WireGuard interface name {value:?}; expected 1 to 15 letters, digits, '_', '-' or '.', such as wg0"
     )]
     InvalidInterface { value: String },
+    #[error(
+        "--wg-interface needs --peer-backend wg-config; the embedded back end runs its own WireGuard hub"
+    )]
+    InterfaceNeedsWgConfig,
+    #[error(
+        "--forward needs the embedded back end, which forwards TCP ports of the server's VPN address; leave out --forward or use --peer-backend embedded"
+    )]
+    ForwardNeedsEmbedded,
+    #[error(
+        "invalid --forward {value:?}: {reason}; expected PORT=HOST:PORT such as 554=127.0.0.1:8554"
+    )]
+    InvalidForward { value: String, reason: &'static str },
+    #[error(
+        "--forward {port}=... is given twice; each TCP port of the server's VPN address goes to one service"
+    )]
+    DuplicateForward { port: u16 },
+    #[error(
+        "--forward {port}={target} points into the address pool {pool}, which exists only inside the tunnel; forward to an address that this host reaches, such as 127.0.0.1"
+    )]
+    ForwardIntoPool {
+        port: u16,
+        target: SocketAddr,
+        pool: Ipv4Net,
+    },
     #[error(transparent)]
     Pool(#[from] PoolError),
+}
+
+/// Parses a `--forward` value `PORT=HOST:PORT`: a TCP port of the server's VPN address
+/// and the local service that receives its connections. HOST is an IP address, in
+/// brackets for IPv6.
+pub fn parse_forward(text: &str) -> Result<Forward, ConfigError> {
+    let invalid = |reason| ConfigError::InvalidForward {
+        value: text.chars().take(64).collect(),
+        reason,
+    };
+
+    let Some((port, target)) = text.split_once('=') else {
+        return Err(invalid("missing '='"));
+    };
+
+    let port = match port.trim().parse::<u16>() {
+        Ok(port) if port != 0 => port,
+        _ => return Err(invalid("the tunnel port must be a number from 1 to 65535")),
+    };
+
+    let Ok(target) = target.trim().parse::<SocketAddr>() else {
+        return Err(invalid(
+            "the target must be an IP address and port, such as 127.0.0.1:8554 or [::1]:8554",
+        ));
+    };
+    if target.port() == 0 {
+        return Err(invalid("the target port must be from 1 to 65535"));
+    }
+
+    Ok(Forward { port, target })
+}
+
+/// Checks forwards built in code as [`parse_forward`] checks typed ones, and rejects a
+/// port given twice or a target inside the pool.
+fn check_forwards(forwards: &[Forward], pool: Ipv4Net) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+
+    for forward in forwards {
+        let text = format!("{}={}", forward.port, forward.target);
+        parse_forward(&text)?;
+
+        if !seen.insert(forward.port) {
+            return Err(ConfigError::DuplicateForward { port: forward.port });
+        }
+
+        if let std::net::IpAddr::V4(address) = forward.target.ip()
+            && pool.contains(&address)
+        {
+            return Err(ConfigError::ForwardIntoPool {
+                port: forward.port,
+                target: forward.target,
+                pool,
+            });
+        }
+    }
+
+    Ok(())
+}
+
+/// Returns the address that a connection to `listen` should go to: the loopback
+/// address of the same family when `listen` is an unspecified address such as 0.0.0.0.
+pub fn local_target(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), listen.port())
+        }
+        _ => listen,
+    }
 }
 
 /// Checks a Linux network interface name: 1 to 15 bytes (IFNAMSIZ less the NUL) of ASCII
@@ -373,8 +507,110 @@ mod tests {
             .validate()
             .expect("defaults are valid");
 
-        assert_eq!(valid.wg_listen_port, 51820);
+        assert_eq!(valid.endpoint_port, None);
         assert_eq!(valid.pool.server_address(), Ipv4Addr::new(10, 13, 0, 1));
+    }
+
+    #[test]
+    fn forward_parses_ipv4_and_ipv6_targets() {
+        assert_eq!(
+            parse_forward("554=127.0.0.1:8554"),
+            Ok(Forward {
+                port: 554,
+                target: "127.0.0.1:8554".parse().expect("socket address"),
+            })
+        );
+        assert_eq!(
+            parse_forward("8080=[::1]:80").map(|forward| forward.target),
+            Ok("[::1]:80".parse().expect("socket address"))
+        );
+    }
+
+    #[test]
+    fn forward_rejects_bad_values_with_reason() {
+        for (value, reason) in [
+            ("554", "missing '='"),
+            ("0=127.0.0.1:8554", "tunnel port"),
+            ("70000=127.0.0.1:8554", "tunnel port"),
+            ("x=127.0.0.1:8554", "tunnel port"),
+            ("554=localhost:8554", "IP address and port"),
+            ("554=127.0.0.1", "IP address and port"),
+            ("554=127.0.0.1:0", "target port"),
+        ] {
+            let error = parse_forward(value).expect_err(value).to_string();
+
+            assert!(error.contains(reason), "{value}: {error}");
+            assert!(error.contains("PORT=HOST:PORT"), "{value}: {error}");
+        }
+    }
+
+    #[test]
+    fn forwards_are_checked_in_validate() {
+        let forward = |text: &str| parse_forward(text).expect("valid forward");
+        let cases = [
+            (
+                vec![forward("554=127.0.0.1:1"), forward("554=127.0.0.1:2")],
+                ConfigError::DuplicateForward { port: 554 },
+            ),
+            (
+                vec![forward("554=10.13.0.9:554")],
+                ConfigError::ForwardIntoPool {
+                    port: 554,
+                    target: "10.13.0.9:554".parse().expect("socket address"),
+                    pool: "10.13.0.0/16".parse().expect("CIDR"),
+                },
+            ),
+            (
+                vec![Forward {
+                    port: 0,
+                    target: "127.0.0.1:1".parse().expect("socket address"),
+                }],
+                ConfigError::InvalidForward {
+                    value: "0=127.0.0.1:1".into(),
+                    reason: "the tunnel port must be a number from 1 to 65535",
+                },
+            ),
+        ];
+
+        for (forwards, expected) in cases {
+            let mut config = ServerConfig::new("sqlite://c.db");
+            config.forwards = forwards;
+
+            assert_eq!(config.validate().err(), Some(expected));
+        }
+    }
+
+    #[test]
+    fn options_of_other_back_ends_are_rejected() {
+        let mut interface_on_embedded = ServerConfig::new("sqlite://c.db");
+        interface_on_embedded.wg_interface = Some("wg0".into());
+        let mut forward_on_wg_config = ServerConfig::new("sqlite://c.db");
+        forward_on_wg_config.backend = BackendChoice::WgConfig;
+        forward_on_wg_config.forwards = vec![parse_forward("554=127.0.0.1:8554").expect("valid")];
+
+        assert_eq!(
+            interface_on_embedded.validate().err(),
+            Some(ConfigError::InterfaceNeedsWgConfig)
+        );
+        assert_eq!(
+            forward_on_wg_config.validate().err(),
+            Some(ConfigError::ForwardNeedsEmbedded)
+        );
+    }
+
+    #[test]
+    fn local_target_replaces_unspecified_addresses() {
+        let target = |text: &str| local_target(text.parse().expect("socket address"));
+
+        assert_eq!(
+            target("0.0.0.0:8080"),
+            "127.0.0.1:8080".parse().expect("address")
+        );
+        assert_eq!(target("[::]:8080"), "[::1]:8080".parse().expect("address"));
+        assert_eq!(
+            target("10.0.0.5:8080"),
+            "10.0.0.5:8080".parse().expect("address")
+        );
     }
 
     #[test]

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 use tracing_subscriber::EnvFilter;
 
 use camwire_api::{AdminPeer, Password, Role};
 use camwire_server::config::{
-    DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_POOL, DEFAULT_WG_ENDPOINT, DEFAULT_WG_PROGRAM,
-    default_wg_config_path,
+    BackendChoice, DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DEFAULT_POOL, DEFAULT_WG_LISTEN,
+    DEFAULT_WG_PROGRAM, default_wg_config_path, parse_forward,
 };
 use camwire_server::db::Db;
 use camwire_server::metrics::Metrics;
@@ -22,6 +22,7 @@ use camwire_server::pool::AddressPool;
 use camwire_server::replica::ReplicaSync;
 use camwire_server::users::{MAX_PASSWORD_LEN, NewUser, add_user};
 use camwire_server::{ServerConfig, admin, start};
+use camwire_tunnel::Forward;
 
 /// The Camwire reference server: sign-in, WireGuard address pool and peer management.
 #[derive(Debug, Parser)]
@@ -95,20 +96,41 @@ struct ServeArgs {
     #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL)]
     pool: Ipv4Net,
 
-    /// wg-quick config file that the server keeps [default: wg0.conf beside the SQLite file]
+    /// Peer back end: `embedded` runs a userspace WireGuard hub in this process on
+    /// --wg-listen, without privileges; `wg-config` only keeps the config file, applied
+    /// to --wg-interface when one is given.
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = PeerBackendArg::Embedded)]
+    peer_backend: PeerBackendArg,
+
+    /// UDP address of the embedded WireGuard hub; port 0 picks a free port [default: 127.0.0.1:51820]
+    #[arg(long, value_name = "ADDR")]
+    wg_listen: Option<SocketAddr>,
+
+    /// wg-quick config file that the server keeps; it contains the server's private key [default: wg0.conf beside the SQLite file]
     #[arg(long, value_name = "PATH")]
     wg_config: Option<PathBuf>,
 
-    /// WireGuard UDP endpoint that clients connect to, as HOST:PORT; the port is also ListenPort.
-    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_WG_ENDPOINT)]
-    wg_endpoint: String,
+    /// WireGuard endpoint that clients connect to, as HOST:PORT [default: the hub's bound
+    /// address with the embedded back end, 127.0.0.1:51820 with wg-config]. With
+    /// wg-config its port is also ListenPort.
+    #[arg(long, value_name = "HOST:PORT")]
+    wg_endpoint: Option<String>,
+
+    /// Forward TCP port PORT of the server's VPN address (the pool's first host) to the
+    /// local service HOST:PORT, such as 554=127.0.0.1:8554; HOST is an IP address.
+    /// Repeatable. Port 80 goes to this server's HTTP API unless a --forward takes it.
+    /// Embedded back end only.
+    #[arg(long, value_name = "PORT=HOST:PORT", value_parser = parse_forward_arg)]
+    forward: Vec<Forward>,
 
     /// Lifetime of an access token, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     session_ttl: u64,
 
     /// Idle time without a WireGuard handshake after which a peer's address is reclaimed,
-    /// in seconds. A peer that never completed a handshake counts from its allocation.
+    /// in seconds. A peer that never completed a handshake counts from its allocation. A
+    /// client that sends data through the tunnel completes a new handshake about every 2
+    /// minutes (WireGuard's REKEY_AFTER_TIME), so keep the lease well above that.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     lease_time: u64,
 
@@ -125,8 +147,8 @@ struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout: u64,
 
-    /// Kernel WireGuard interface to apply the config file to with `wg`, such as wg0.
-    /// Without it, only the file changes.
+    /// Kernel WireGuard interface to apply the config file to with `wg`, such as wg0;
+    /// needs --peer-backend wg-config. Without it, only the file changes.
     #[arg(long, value_name = "NAME")]
     wg_interface: Option<String>,
 
@@ -138,6 +160,17 @@ struct ServeArgs {
     /// them on stdout; only allowed with a loopback --listen address.
     #[arg(long)]
     demo: bool,
+}
+
+/// Values of `--peer-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PeerBackendArg {
+    Embedded,
+    WgConfig,
+}
+
+fn parse_forward_arg(text: &str) -> Result<Forward, String> {
+    parse_forward(text).map_err(|error| error.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +236,12 @@ fn init_tracing() {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    if args.peer_backend == PeerBackendArg::WgConfig && args.wg_listen.is_some() {
+        bail!(
+            "--wg-listen sets the embedded hub's address and has no effect with --peer-backend wg-config; leave it out, or set the port with --wg-endpoint"
+        );
+    }
+
     let wg_config_path = args
         .wg_config
         .unwrap_or_else(|| default_wg_config_path(&args.database));
@@ -211,7 +250,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.listen = args.listen;
     config.pool = args.pool;
     config.wg_config_path = wg_config_path;
+    config.backend = match args.peer_backend {
+        PeerBackendArg::Embedded => BackendChoice::Embedded,
+        PeerBackendArg::WgConfig => BackendChoice::WgConfig,
+    };
+    config.wg_listen = args.wg_listen.unwrap_or(DEFAULT_WG_LISTEN);
     config.wg_endpoint = args.wg_endpoint;
+    config.forwards = args.forward;
     config.session_ttl = Duration::from_secs(args.session_ttl);
     config.lease_time = Duration::from_secs(args.lease_time);
     config.sweep_interval = Duration::from_secs(args.sweep_interval);
@@ -231,6 +276,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
             user.username,
             user.password.expose()
         );
+    }
+    if let Some(hub_addr) = server.hub_addr() {
+        println!("wireguard hub listening on udp://{hub_addr}");
     }
     println!("listening on {}", server.url());
 

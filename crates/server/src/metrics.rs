@@ -6,6 +6,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use camwire_tunnel::HubStats;
+
 /// Value of `Content-Type` for the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -88,8 +90,9 @@ impl Metrics {
         self.failed_sign_ins.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Renders every metric in the text exposition format.
-    pub fn render(&self, gauges: PoolGauges) -> String {
+    /// Renders every metric in the text exposition format, with the hub's figures when
+    /// the server runs one.
+    pub fn render(&self, gauges: PoolGauges, hub: Option<&HubStats>) -> String {
         let mut text = String::with_capacity(1024);
 
         write_metric(
@@ -150,8 +153,67 @@ impl Metrics {
             &[("", self.failed_sign_ins.load(Ordering::Relaxed))],
         );
 
+        if let Some(hub) = hub {
+            write_hub_metrics(&mut text, hub);
+        }
+
         text
     }
+}
+
+/// Appends the figures of the embedded WireGuard hub.
+fn write_hub_metrics(text: &mut String, hub: &HubStats) {
+    let count = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
+
+    write_metric(
+        text,
+        "camwire_hub_peers",
+        "Peers of this process's WireGuard hub.",
+        "gauge",
+        &[("", count(hub.peers))],
+    );
+    write_metric(
+        text,
+        "camwire_hub_connections",
+        "TCP connections through this process's WireGuard hub that are open or closing.",
+        "gauge",
+        &[("", count(hub.connections))],
+    );
+    write_metric(
+        text,
+        "camwire_hub_handshakes_total",
+        "WireGuard handshakes completed by the hub, rekeys included.",
+        "counter",
+        &[("", hub.handshakes)],
+    );
+    write_metric(
+        text,
+        "camwire_hub_junk_datagrams_total",
+        "Datagrams the hub dropped: not WireGuard, no session of a current peer, or failed authentication.",
+        "counter",
+        &[("", hub.junk_datagrams)],
+    );
+    write_metric(
+        text,
+        "camwire_hub_rejected_source_packets_total",
+        "Decrypted packets the hub dropped because their source was not the sending peer's address.",
+        "counter",
+        &[("", hub.rejected_source_packets)],
+    );
+    write_metric(
+        text,
+        "camwire_hub_cookies_sent_total",
+        "Cookie replies the hub sent because handshakes arrived faster than its rate limit.",
+        "counter",
+        &[("", hub.cookies_sent)],
+    );
+    write_metric(
+        text,
+        "camwire_hub_unknown_key_handshakes_total",
+        "Valid handshake initiations from keys that are not peers of the hub, such as signed-out devices.",
+        "counter",
+        &[("", hub.unknown_key_handshakes)],
+    );
 }
 
 /// Appends one metric: HELP, TYPE and a sample per label set (`""` for none).
@@ -188,10 +250,13 @@ mod tests {
         metrics.record_sign_in();
         metrics.record_failed_sign_in();
 
-        let text = metrics.render(PoolGauges {
-            size: 65_533,
-            allocated: 7,
-        });
+        let text = metrics.render(
+            PoolGauges {
+                size: 65_533,
+                allocated: 7,
+            },
+            None,
+        );
 
         for (name, kind) in [
             ("camwire_pool_size", "gauge"),
@@ -227,10 +292,13 @@ mod tests {
 
     #[test]
     fn every_cause_has_a_label() {
-        let text = Metrics::default().render(PoolGauges {
-            size: 5,
-            allocated: 0,
-        });
+        let text = Metrics::default().render(
+            PoolGauges {
+                size: 5,
+                allocated: 0,
+            },
+            None,
+        );
 
         for cause in [
             "logout",
@@ -241,6 +309,44 @@ mod tests {
         ] {
             let sample = format!("camwire_releases_total{{cause=\"{cause}\"}}");
             assert_eq!(sample_value(&text, &sample), Some(0), "{cause}");
+        }
+    }
+
+    #[test]
+    fn hub_figures_appear_only_with_a_hub() {
+        let gauges = PoolGauges {
+            size: 5,
+            allocated: 1,
+        };
+        let stats = HubStats {
+            junk_datagrams: 4,
+            rejected_source_packets: 3,
+            handshakes: 2,
+            cookies_sent: 5,
+            unknown_key_handshakes: 6,
+            peers: 1,
+            connections: 7,
+            tasks: 9,
+        };
+
+        let without = Metrics::default().render(gauges, None);
+        let with = Metrics::default().render(gauges, Some(&stats));
+
+        assert!(!without.contains("camwire_hub_"), "{without}");
+        for (name, kind, value) in [
+            ("camwire_hub_peers", "gauge", 1),
+            ("camwire_hub_connections", "gauge", 7),
+            ("camwire_hub_handshakes_total", "counter", 2),
+            ("camwire_hub_junk_datagrams_total", "counter", 4),
+            ("camwire_hub_rejected_source_packets_total", "counter", 3),
+            ("camwire_hub_cookies_sent_total", "counter", 5),
+            ("camwire_hub_unknown_key_handshakes_total", "counter", 6),
+        ] {
+            assert!(
+                with.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name}:\n{with}"
+            );
+            assert_eq!(sample_value(&with, name), Some(value), "{name}");
         }
     }
 }

@@ -37,13 +37,14 @@ pub struct RunningServer {
     background: Option<BackgroundTasks>,
 }
 
-/// Prepares the server (database, pool, config file, demo users), starts the sweeper and
-/// the replica synchronization, and starts serving.
+/// Prepares the server (database, pool, WireGuard hub, config file, demo users), starts
+/// the sweeper and the replica synchronization, and starts serving.
 ///
 /// The listener is bound when this returns, so [`RunningServer::local_addr`] is the real
-/// address also for port 0.
-pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
-    let app = App::open(&config).await?;
+/// address also for port 0. It is bound before the hub, whose forward of port 80 goes
+/// to it.
+pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError> {
+    config.validate()?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -55,6 +56,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         addr: config.listen,
         source,
     })?;
+    config.listen = local_addr;
+
+    let app = App::open(&config).await?;
 
     let background = app.spawn_background_tasks();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -85,6 +89,12 @@ impl RunningServer {
         self.local_addr
     }
 
+    /// Returns the bound UDP address of the embedded WireGuard hub, or `None` with the
+    /// other back ends.
+    pub fn hub_addr(&self) -> Option<SocketAddr> {
+        self.state.hub().map(camwire_tunnel::Hub::local_addr)
+    }
+
     /// Returns the base URL, such as `http://127.0.0.1:8080`.
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
@@ -112,6 +122,7 @@ impl RunningServer {
             }
             result = &mut self.task => {
                 drop(self.background.take());
+                self.stop_hub().await;
                 self.state.db().close().await;
                 result??;
                 Ok(())
@@ -120,7 +131,8 @@ impl RunningServer {
     }
 
     /// Stops the background tasks and accepting connections, lets open requests finish
-    /// for up to [`SHUTDOWN_GRACE`], then closes the database.
+    /// for up to [`SHUTDOWN_GRACE`], stops the WireGuard hub (its tasks are aborted
+    /// after 2 s), then closes the database.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -141,8 +153,17 @@ impl RunningServer {
             }
         };
 
+        self.stop_hub().await;
         self.state.db().close().await;
         tracing::info!(addr = %self.local_addr, "stopped");
         result
+    }
+
+    /// Stops the hub, after the HTTP server, so that requests through the tunnel can
+    /// finish within the grace time.
+    async fn stop_hub(&self) {
+        if let Some(hub) = self.state.hub() {
+            hub.shutdown().await;
+        }
     }
 }

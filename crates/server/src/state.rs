@@ -1,15 +1,22 @@
 //! The server's shared state, and the start-up steps that build it.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use camwire_api::Password;
-use camwire_tunnel::{PrivateKey, PublicKey};
+use camwire_tunnel::{Forward, Hub, HubConfig, HubError, PrivateKey, PublicKey};
 
 use crate::auth::{PasswordError, hash_password};
-use crate::backend::{BackendError, PeerBackend, WgConfigBackend, WgInterface, WgTool};
-use crate::config::{BackendChoice, ConfigError, ServerConfig};
+use crate::backend::{
+    BackendError, EmbeddedBackend, HubBackend, LivePeer, PeerBackend, WgConfigBackend, WgInterface,
+    WgTool,
+};
+use crate::config::{
+    BackendChoice, ConfigError, DEFAULT_WG_ENDPOINT, DEFAULT_WG_LISTEN, HTTP_FORWARD_PORT,
+    ServerConfig, local_target,
+};
 use crate::db::{Db, DbError, DbKind, PoolChange, reconcile_pool};
 use crate::error::error_chain;
 use crate::metrics::Metrics;
@@ -32,6 +39,10 @@ pub enum StartError {
     LoadPeers(#[source] sqlx::Error),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error("{0}; pass --wg-listen with a free address, such as 127.0.0.1:0 for any free port")]
+    HubBind(#[source] HubError),
+    #[error("failed to start the WireGuard hub: {0}")]
+    Hub(#[source] HubError),
     #[error("failed to create the demo users: {0}")]
     Demo(#[from] AddUserError),
     #[error(transparent)]
@@ -53,6 +64,8 @@ pub struct AppState {
 struct Shared {
     db: Db,
     backend: Arc<dyn PeerBackend>,
+    /// The embedded back end's hub; `None` with the other back ends.
+    hub: Option<Hub>,
     pool: AddressPool,
     server_public_key: PublicKey,
     wg_endpoint: String,
@@ -78,6 +91,11 @@ impl AppState {
 
     pub fn pool(&self) -> &AddressPool {
         &self.inner.pool
+    }
+
+    /// Returns the WireGuard hub of the embedded back end, or `None` with the others.
+    pub fn hub(&self) -> Option<&Hub> {
+        self.inner.hub.as_ref()
     }
 
     pub fn server_public_key(&self) -> PublicKey {
@@ -163,7 +181,12 @@ impl Drop for BackgroundTasks {
 }
 
 impl App {
-    /// Runs every start-up step except binding the listener.
+    /// Runs every start-up step except binding the HTTP listener.
+    ///
+    /// With the embedded back end, the hub forwards port [`HTTP_FORWARD_PORT`] of the
+    /// server's VPN address to `config.listen`, so that address must be where the HTTP
+    /// listener is bound: [`crate::start`] passes the bound address. With port 0 in
+    /// `config.listen` that forward is left out.
     pub async fn open(config: &ServerConfig) -> Result<Self, StartError> {
         let valid = config.validate()?;
         let pool = valid.pool;
@@ -177,24 +200,45 @@ impl App {
         let private_key = load_or_generate_server_key(&config.wg_config_path)?;
         let server_public_key = private_key.public_key();
         let replica = Arc::new(ReplicaSync::new());
+        let default_port = valid.endpoint_port.unwrap_or(DEFAULT_WG_LISTEN.port());
 
-        let backend: Arc<dyn PeerBackend> = match &config.backend {
-            BackendChoice::WgConfig => Arc::new(
-                open_wg_config_backend(
-                    &db,
-                    config,
-                    &pool,
-                    private_key,
-                    valid.wg_listen_port,
-                    &replica,
-                )
-                .await?,
-            ),
-            BackendChoice::Provided(backend) => {
-                sync_provided_backend(&db, backend.as_ref(), &replica).await?;
-                Arc::clone(backend)
-            }
-        };
+        let (backend, hub, wg_endpoint): (Arc<dyn PeerBackend>, Option<Hub>, String) =
+            match &config.backend {
+                BackendChoice::Embedded => {
+                    let hub = bind_hub(config, &pool, private_key.clone()).await?;
+                    let endpoint = match &config.wg_endpoint {
+                        Some(endpoint) => endpoint.clone(),
+                        None => advertised_endpoint(hub.local_addr()),
+                    };
+                    let file = ConfigFileSetup {
+                        private_key,
+                        listen_port: hub.local_addr().port(),
+                        wg: None,
+                    };
+                    let backend =
+                        open_config_file_backend(&db, config, &pool, file, Some(&hub), &replica)
+                            .await?;
+                    (backend, Some(hub), endpoint)
+                }
+                BackendChoice::WgConfig => {
+                    let wg = config.wg_interface.as_ref().map(|name| WgTool {
+                        program: config.wg_program.clone(),
+                        interface: name.clone(),
+                    });
+                    let file = ConfigFileSetup {
+                        private_key,
+                        listen_port: default_port,
+                        wg,
+                    };
+                    let backend =
+                        open_config_file_backend(&db, config, &pool, file, None, &replica).await?;
+                    (backend, None, default_endpoint(config))
+                }
+                BackendChoice::Provided(backend) => {
+                    sync_provided_backend(&db, backend.as_ref(), &replica).await?;
+                    (Arc::clone(backend), None, default_endpoint(config))
+                }
+            };
         log_handshake_tracking(backend.as_ref(), config).await;
 
         let demo_users = if config.demo {
@@ -224,9 +268,10 @@ impl App {
         let shared = Shared {
             db,
             backend,
+            hub,
             pool,
             server_public_key,
-            wg_endpoint: config.wg_endpoint.clone(),
+            wg_endpoint,
             session_ttl: config.session_ttl,
             lease_time: config.lease_time,
             request_timeout: config.request_timeout,
@@ -299,7 +344,7 @@ async fn log_handshake_tracking(backend: &dyn PeerBackend, config: &ServerConfig
         ),
         Ok(None) => tracing::info!(
             backend = backend.name(),
-            "the back end does not report handshakes, so peers are reclaimed only when their session expires; pass --wg-interface to reclaim idle peers"
+            "the back end does not report handshakes, so peers are reclaimed only when their session expires; pass --wg-interface, or use the embedded back end, to reclaim idle peers"
         ),
         Err(error) => tracing::warn!(
             backend = backend.name(),
@@ -328,35 +373,137 @@ fn load_or_generate_server_key(path: &Path) -> Result<PrivateKey, StartError> {
     Ok(key)
 }
 
-/// Opens the wg-config back end with every peer of the database, which rewrites the file
-/// and synchronizes the live interface. Pending removals are then complete, because the
-/// new file lists only the database's peers.
-async fn open_wg_config_backend(
-    db: &Db,
+/// Binds the embedded hub on `config.wg_listen` with the server's key, with the
+/// HTTP API forwarded from port [`HTTP_FORWARD_PORT`] unless a configured forward takes
+/// that port or the HTTP listener's port is unknown (0).
+async fn bind_hub(
     config: &ServerConfig,
     pool: &AddressPool,
     private_key: PrivateKey,
+) -> Result<Hub, StartError> {
+    let forwards = hub_forwards(&config.forwards, config.listen);
+
+    let hub_config = HubConfig::new(
+        config.wg_listen,
+        private_key,
+        pool.server_address(),
+        pool.network(),
+        forwards.clone(),
+    );
+    let hub = Hub::bind(hub_config).await.map_err(|error| match error {
+        HubError::Bind { .. } => StartError::HubBind(error),
+        error => StartError::Hub(error),
+    })?;
+
+    let local_addr = hub.local_addr();
+    for forward in &forwards {
+        tracing::info!(
+            port = forward.port,
+            target = %forward.target,
+            "forwarding TCP port {} of {} to {}",
+            forward.port,
+            pool.server_address(),
+            forward.target
+        );
+    }
+    tracing::info!(%local_addr, server_key = %hub.public_key().fingerprint(), "wireguard hub listening on udp://{local_addr}");
+
+    Ok(hub)
+}
+
+/// Returns the hub's forwards: `configured`, and port [`HTTP_FORWARD_PORT`] to the HTTP
+/// listener at `http_listen` unless `configured` takes that port or the listener's port
+/// is 0 (not bound yet).
+pub fn hub_forwards(configured: &[Forward], http_listen: SocketAddr) -> Vec<Forward> {
+    let mut forwards = configured.to_vec();
+
+    let http_taken = configured
+        .iter()
+        .any(|forward| forward.port == HTTP_FORWARD_PORT);
+    if !http_taken && http_listen.port() != 0 {
+        forwards.push(Forward {
+            port: HTTP_FORWARD_PORT,
+            target: local_target(http_listen),
+        });
+    }
+
+    forwards.sort_by_key(|forward| forward.port);
+    forwards
+}
+
+/// Returns the endpoint handed to clients for a hub bound on `local_addr`. An
+/// unspecified address such as 0.0.0.0 is replaced by loopback, which only local
+/// clients reach, with a warning to set `--wg-endpoint`.
+fn advertised_endpoint(local_addr: SocketAddr) -> String {
+    let endpoint = local_target(local_addr);
+
+    if endpoint != local_addr {
+        tracing::warn!(
+            %local_addr,
+            %endpoint,
+            "the hub listens on every address, so clients get the loopback endpoint; pass --wg-endpoint HOST:PORT with an address that remote clients reach"
+        );
+    }
+    endpoint.to_string()
+}
+
+fn default_endpoint(config: &ServerConfig) -> String {
+    config
+        .wg_endpoint
+        .clone()
+        .unwrap_or_else(|| DEFAULT_WG_ENDPOINT.to_owned())
+}
+
+/// The server's side of the config file, and the live interface to apply it to.
+struct ConfigFileSetup {
+    private_key: PrivateKey,
     listen_port: u16,
+    wg: Option<WgTool>,
+}
+
+/// Opens the config file back end with every peer of the database, which rewrites the
+/// file and synchronizes the live interface, and with `hub` brings the hub to the same
+/// peers. Pending removals are then complete, because the file and the hub list only
+/// the database's peers.
+async fn open_config_file_backend(
+    db: &Db,
+    config: &ServerConfig,
+    pool: &AddressPool,
+    setup: ConfigFileSetup,
+    hub: Option<&Hub>,
     replica: &ReplicaSync,
-) -> Result<WgConfigBackend, StartError> {
+) -> Result<Arc<dyn PeerBackend>, StartError> {
     let generation = db.peer_generation().await.map_err(StartError::LoadPeers)?;
     let peers = db.list_peers().await.map_err(StartError::LoadPeers)?;
-    let peer_count = peers.len();
+    let desired: Vec<LivePeer> = peers
+        .iter()
+        .map(|peer| LivePeer {
+            public_key: peer.public_key,
+            address: peer.address,
+        })
+        .collect();
 
     let interface = WgInterface {
-        private_key,
-        listen_port,
+        private_key: setup.private_key,
+        listen_port: setup.listen_port,
         address: pool.interface_address(),
     };
-    let wg = config.wg_interface.as_ref().map(|name| WgTool {
-        program: config.wg_program.clone(),
-        interface: name.clone(),
-    });
-    let entries = peers
-        .into_iter()
-        .map(|peer| (peer.public_key, peer.address));
-    let backend =
-        WgConfigBackend::open(config.wg_config_path.clone(), interface, wg, entries).await?;
+    let entries = desired.iter().map(|peer| (peer.public_key, peer.address));
+    let file =
+        WgConfigBackend::open(config.wg_config_path.clone(), interface, setup.wg, entries).await?;
+
+    let backend: Arc<dyn PeerBackend> = match hub {
+        Some(hub) => {
+            let hub = HubBackend::new(hub.clone());
+            let report = hub.sync(&desired).await?;
+            tracing::info!(
+                peers = report.added,
+                "added the database's peers to the WireGuard hub"
+            );
+            Arc::new(EmbeddedBackend::new(file, hub))
+        }
+        None => Arc::new(file),
+    };
     replica.mark_applied(generation);
 
     let completed = db
@@ -366,7 +513,7 @@ async fn open_wg_config_backend(
     tracing::info!(
         path = %config.wg_config_path.display(),
         interface = config.wg_interface.as_deref(),
-        peers = peer_count,
+        peers = desired.len(),
         pending_removals_completed = completed,
         "rewrote the WireGuard config from the database"
     );

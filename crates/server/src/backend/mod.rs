@@ -1,10 +1,14 @@
 //! Peer back ends: where the server applies the peers that the database allocates.
 //!
 //! The database decides who holds which address; a back end makes the WireGuard side
-//! match. The `wg-config` back end keeps a wg-quick style config file and, with an
-//! interface name, applies it to a live kernel interface with the `wg` tool.
-//! [`MemoryBackend`] keeps the peers in memory only, for tests and benchmarks.
+//! match. The `embedded` back end ([`EmbeddedBackend`]) applies peers to a userspace
+//! WireGuard hub in this process and to a wg-quick style config file. The `wg-config`
+//! back end keeps only the config file and, with an interface name, applies it to a
+//! live kernel interface with the `wg` tool. [`MemoryBackend`] keeps the peers in
+//! memory only, for tests and benchmarks.
 
+mod embedded;
+mod hub;
 mod memory;
 mod wg_config;
 mod wg_tool;
@@ -18,6 +22,8 @@ use async_trait::async_trait;
 
 use camwire_tunnel::PublicKey;
 
+pub use embedded::EmbeddedBackend;
+pub use hub::HubBackend;
 pub use memory::MemoryBackend;
 pub use wg_config::{WgConfigBackend, WgInterface};
 pub use wg_tool::{WgTool, WgToolError, parse_latest_handshakes};
@@ -58,6 +64,12 @@ pub enum BackendError {
     },
     #[error(transparent)]
     WgTool(#[from] WgToolError),
+    #[error("the WireGuard hub rejected the peer on {address}: {source}")]
+    Hub {
+        address: Ipv4Addr,
+        #[source]
+        source: camwire_tunnel::HubError,
+    },
     #[error("the WireGuard config writer task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

@@ -190,7 +190,8 @@ pub async fn healthz() -> Json<HealthResponse> {
     })
 }
 
-/// `GET /metrics`: Prometheus text; the pool gauges come from the database.
+/// `GET /metrics`: Prometheus text; the pool gauges come from the database, the hub's
+/// figures from this process's hub.
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Error> {
     let figures = state.db().pool_figures(state.pool()).await?;
     let gauges = PoolGauges {
@@ -198,7 +199,8 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         allocated: figures.allocated,
     };
 
-    let text = state.metrics().render(gauges);
+    let hub = state.hub().map(camwire_tunnel::Hub::stats);
+    let text = state.metrics().render(gauges, hub.as_ref());
 
     Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text))
 }

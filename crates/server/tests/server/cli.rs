@@ -78,6 +78,8 @@ impl DemoServer {
                 "127.0.0.1:0",
                 "--database",
                 &database,
+                "--wg-listen",
+                "127.0.0.1:0",
                 "--demo",
             ])
             .env("RUST_LOG", "info")
@@ -95,6 +97,10 @@ impl DemoServer {
             while let Some(line) = lines.next_line().await.expect("stdout is readable") {
                 if let Some(url) = line.strip_prefix("listening on ") {
                     return url.to_owned();
+                }
+
+                if line.starts_with("wireguard hub listening on udp://127.0.0.1:") {
+                    continue;
                 }
 
                 let words: Vec<&str> = line.split(' ').collect();
@@ -184,6 +190,7 @@ async fn user_add_creates_user_who_can_sign_in() {
 
     let mut config = ServerConfig::new(database);
     config.listen = "127.0.0.1:0".parse().expect("socket address");
+    config.wg_listen = "127.0.0.1:0".parse().expect("socket address");
     let server = start(config).await.expect("server starts");
     let response = reqwest::Client::new()
         .post(format!("{}/login", server.url()))
@@ -438,6 +445,13 @@ async fn peers_commands_list_revoke_and_show_pool(database: Database) {
         server.wg_config_text()
     );
     assert!(server.wg_config_text().contains(&phone_key));
+    let hub_keys: Vec<String> = server
+        .hub()
+        .peers()
+        .iter()
+        .map(|peer| peer.public_key.to_base64())
+        .collect();
+    assert_eq!(hub_keys, vec![phone_key], "the hub applies the change too");
     let me = server.get("/me", &laptop).await;
     expect_error(me, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let free = server.db().list_free_addresses().await.expect("free");
@@ -465,4 +479,68 @@ async fn pool_command_needs_a_started_database() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// Returns `serve --listen 127.0.0.1:0 --database DATABASE EXTRA...`.
+fn serve_arguments<'a>(database: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut arguments = vec!["serve", "--listen", "127.0.0.1:0", "--database", database];
+    arguments.extend_from_slice(extra);
+    arguments
+}
+
+#[tokio::test]
+async fn serve_rejects_invalid_hub_options() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
+    let busy_addr = busy.local_addr().expect("local address").to_string();
+    let cases: [(Vec<&str>, &str); 6] = [
+        (
+            serve_arguments(&database, &["--forward", "554"]),
+            "invalid --forward \"554\": missing '='",
+        ),
+        (
+            serve_arguments(&database, &["--forward", "554=localhost:8554"]),
+            "the target must be an IP address and port",
+        ),
+        (
+            serve_arguments(
+                &database,
+                &[
+                    "--peer-backend",
+                    "wg-config",
+                    "--forward",
+                    "554=127.0.0.1:8554",
+                ],
+            ),
+            "--forward needs the embedded back end",
+        ),
+        (
+            serve_arguments(
+                &database,
+                &["--peer-backend", "wg-config", "--wg-listen", "127.0.0.1:0"],
+            ),
+            "--wg-listen sets the embedded hub's address",
+        ),
+        (
+            serve_arguments(
+                &database,
+                &["--wg-interface", "wg0", "--wg-listen", "127.0.0.1:0"],
+            ),
+            "--wg-interface needs --peer-backend wg-config",
+        ),
+        (
+            serve_arguments(&database, &["--wg-listen", &busy_addr]),
+            "pass --wg-listen with a free address",
+        ),
+    ];
+
+    for (arguments, expected) in cases {
+        let output = run(&arguments, "").await;
+
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{arguments:?} started");
+        assert!(stderr.contains(expected), "{arguments:?}: {stderr}");
+    }
+    drop(busy);
 }

@@ -12,7 +12,7 @@ use camwire_server::db::{Db, Table};
 use camwire_server::users::{NewUser, add_user};
 use camwire_server::wg_conf::{self, WgConfigFile};
 use camwire_server::{RunningServer, ServerConfig, start};
-use camwire_tunnel::PrivateKey;
+use camwire_tunnel::{Hub, PrivateKey};
 
 /// Environment variable with the URL of a PostgreSQL server on which the tests may create
 /// databases, such as `postgres://postgres@127.0.0.1:55432/postgres`. `cargo xtask test`
@@ -150,14 +150,16 @@ impl TestServer {
         Self::start_with(database, |_| {}).await
     }
 
-    /// Starts a server with the defaults on `127.0.0.1:0` and a new database of the kind
-    /// `database`, after `adjust` changed the config.
+    /// Starts a server with the defaults on `127.0.0.1:0`, its WireGuard hub on another
+    /// free UDP port, and a new database of the kind `database`, after `adjust` changed
+    /// the config.
     pub async fn start_with(database: Database, adjust: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let database = database.create(dir.path()).await;
 
         let mut config = ServerConfig::new(database.url.clone());
         config.listen = "127.0.0.1:0".parse().expect("socket address");
+        config.wg_listen = "127.0.0.1:0".parse().expect("socket address");
         config.wg_config_path = dir.path().join("wg0.conf");
         adjust(&mut config);
 
@@ -178,6 +180,20 @@ impl TestServer {
 
     pub fn db(&self) -> &Db {
         self.server().db()
+    }
+
+    /// Returns the server's embedded WireGuard hub.
+    pub fn hub(&self) -> &Hub {
+        self.server()
+            .state()
+            .hub()
+            .expect("the server runs the embedded back end")
+    }
+
+    /// Stops the server and keeps its files.
+    pub async fn stop(&mut self) {
+        let server = self.server.take().expect("server is running");
+        server.shutdown().await.expect("server stops cleanly");
     }
 
     /// Stops the server and starts it again on the same files, after `adjust` changed the config.

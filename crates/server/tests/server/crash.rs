@@ -11,9 +11,10 @@ use sqlx::Row;
 
 use camwire_api::Role;
 use camwire_server::db::{Db, Table};
+use camwire_server::metrics::sample_value;
 
 use crate::common::{Database, config_file_keys, create_user, new_public_key, wait_until};
-use crate::process::{ServerProcess, login, logout, register};
+use crate::process::{ServerProcess, login, logout, metrics, register};
 
 const CLIENTS: usize = 20;
 const POOL: &str = "10.30.0.0/24";
@@ -101,6 +102,12 @@ async fn killed_server_restarts_consistent(database: Database) {
         .collect();
     let file_keys: BTreeSet<String> = config_file_keys(&wg_config).into_iter().collect();
     assert_eq!(file_keys, database_keys, "config file and database differ");
+    let text = metrics(&Client::new(), &server.url).await;
+    assert_eq!(
+        sample_value(&text, "camwire_hub_peers"),
+        Some(peers.len() as u64),
+        "the hub does not have the database's peers:\n{text}"
+    );
     assert_eq!(peers_without_session(&db).await, 0);
     let held = db.count_rows(Table::Peers).await.expect("count");
     let free = db.count_rows(Table::FreeAddresses).await.expect("count");

@@ -28,6 +28,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod crash;
+mod embedded;
 mod leases;
 mod oneshot;
 mod openapi;

@@ -13,6 +13,7 @@ async fn router_serves_without_connection_info() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut config = ServerConfig::new(format!("sqlite://{}", dir.path().join("c.db").display()));
     config.wg_config_path = dir.path().join("wg0.conf");
+    config.wg_listen = "127.0.0.1:0".parse().expect("socket address");
     let app = App::open(&config).await.expect("app opens");
     let user = NewUser {
         username: "alice".into(),

@@ -91,6 +91,7 @@ async fn documented_routes_answer_and_others_get_405() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut config = ServerConfig::new(format!("sqlite://{}", dir.path().join("c.db").display()));
     config.wg_config_path = dir.path().join("wg0.conf");
+    config.wg_listen = "127.0.0.1:0".parse().expect("socket address");
     let app = App::open(&config).await.expect("app opens");
     let document = document();
     let documented = documented_routes(&document);
@@ -126,6 +127,7 @@ async fn openapi_json_is_served() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut config = ServerConfig::new(format!("sqlite://{}", dir.path().join("c.db").display()));
     config.wg_config_path = dir.path().join("wg0.conf");
+    config.wg_listen = "127.0.0.1:0".parse().expect("socket address");
     let app = App::open(&config).await.expect("app opens");
 
     let request = Request::get("/openapi.json")

@@ -1,5 +1,6 @@
 //! `camwire-server serve` as a child process, and a small HTTP client for it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,6 +21,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ServerProcess {
     child: Child,
     pub url: String,
+    /// UDP address of the embedded hub, from the stdout line before the URL; `None`
+    /// with `--peer-backend wg-config`.
+    hub_addr: Option<SocketAddr>,
     pub log_path: PathBuf,
     pub wg_config: PathBuf,
     /// Kept open so that the server never writes into a closed pipe.
@@ -28,7 +32,8 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `camwire-server serve --listen 127.0.0.1:0 --database DATABASE --wg-config
-    /// WG_CONFIG EXTRA...` and waits until it listens.
+    /// WG_CONFIG EXTRA...` and waits until it listens. The embedded hub gets
+    /// `--wg-listen 127.0.0.1:0`, unless EXTRA selects `wg-config`.
     pub async fn spawn(database: &str, wg_config: &Path, extra: &[&str]) -> Self {
         Self::spawn_with_env(database, wg_config, extra, &[]).await
     }
@@ -44,10 +49,16 @@ impl ServerProcess {
         let log_path = directory.join(format!("server-{}.log", uuid::Uuid::new_v4()));
         let log = std::fs::File::create(&log_path).expect("log file");
         let wg_config_text = wg_config.display().to_string();
+        let hub_arguments: &[&str] = if extra.contains(&"wg-config") {
+            &[]
+        } else {
+            &["--wg-listen", "127.0.0.1:0"]
+        };
 
         let mut child = Command::new(BINARY)
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
             .args(["--wg-config", &wg_config_text])
+            .args(hub_arguments)
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(
@@ -64,10 +75,14 @@ impl ServerProcess {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
 
-        let url = tokio::time::timeout(START_TIMEOUT, async {
+        let (hub_addr, url) = tokio::time::timeout(START_TIMEOUT, async {
+            let mut hub_addr = None;
             while let Some(line) = lines.next_line().await.expect("stdout is readable") {
+                if let Some(addr) = line.strip_prefix("wireguard hub listening on udp://") {
+                    hub_addr = Some(addr.parse().expect("the hub line ends in a socket address"));
+                }
                 if let Some(url) = line.strip_prefix("listening on ") {
-                    return url.to_owned();
+                    return (hub_addr, url.to_owned());
                 }
             }
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -79,10 +94,17 @@ impl ServerProcess {
         Self {
             child,
             url,
+            hub_addr,
             log_path,
             wg_config: wg_config.to_owned(),
             _stdout: lines,
         }
+    }
+
+    /// Returns the UDP address of the embedded hub, from the stdout line that comes
+    /// before the URL; `None` with `--peer-backend wg-config`.
+    pub fn hub_addr(&self) -> Option<SocketAddr> {
+        self.hub_addr
     }
 
     /// Kills the process with SIGKILL, as a crash would end it, and waits for it.

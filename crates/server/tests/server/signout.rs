@@ -27,7 +27,11 @@ async fn signout_scenario_reuses_freed_address(database: Database) {
         ["10.13.0.0/16".parse().expect("CIDR")]
     );
     assert_eq!(alice_config.persistent_keepalive, 25);
-    assert_eq!(alice_config.endpoint, "127.0.0.1:51820");
+    let hub_addr = server
+        .server()
+        .hub_addr()
+        .expect("the default back end runs a hub");
+    assert_eq!(alice_config.endpoint, hub_addr.to_string());
 
     let peers = server.db().list_peers().await.expect("peers");
     assert_eq!(peers.len(), 1);

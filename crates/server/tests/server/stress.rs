@@ -223,8 +223,20 @@ async fn run_cycles(database: Database, replicas: usize) {
         );
     }
 
-    // Gauges agree everywhere; counters add up over the replicas.
+    // Every replica's hub has the same peers as its file.
     let http = Client::new();
+    for server in &servers {
+        let text = metrics(&http, &server.url).await;
+
+        assert_eq!(
+            sample_value(&text, "camwire_hub_peers"),
+            Some(CLIENTS as u64),
+            "{}:\n{text}",
+            server.url
+        );
+    }
+
+    // Gauges agree everywhere; counters add up over the replicas.
     let total_cycles = (CLIENTS * CYCLES_PER_CLIENT) as u64;
     let mut allocations = 0;
     let mut logouts = 0;

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::{Client, StatusCode};
 
 use camwire_api::{AdminPeerList, Role};
+use camwire_server::config::BackendChoice;
 use camwire_server::db::Db;
 
 use crate::common::{
@@ -68,6 +69,7 @@ async fn server_with_fake_wg(
     let program = install_fake_wg(fake_dir, "fake-wg");
 
     TestServer::start_with(Database::Sqlite, move |config| {
+        config.backend = BackendChoice::WgConfig;
         config.wg_interface = Some(INTERFACE.to_owned());
         config.wg_program = program;
         adjust(config);
@@ -218,7 +220,7 @@ async fn binary_finds_wg_on_path() {
     let server = ServerProcess::spawn_with_env(
         &database,
         &dir.path().join("wg0.conf"),
-        &["--wg-interface", INTERFACE],
+        &["--peer-backend", "wg-config", "--wg-interface", INTERFACE],
         &[("PATH", path)],
     )
     .await;
