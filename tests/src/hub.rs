@@ -1,13 +1,10 @@
 //! Checks against the server's embedded WireGuard hub and the app's live tunnel.
 //!
-//! The harness starts every server with its hub on the server's own free UDP port as soon as
-//! the server binary has one (see [`crate::server::has_embedded_hub`]).
-//!
-//! TODO: needs `camwire-server serve --peer-backend embedded` (the in-process hub, its peers
-//! visible through the admin API), which the server does not have yet. Until these checks
-//! have run against it and [`AVAILABLE`] is set, every `ensure_*` check here returns `Ok`
-//! without checking anything. The scenarios check the WireGuard config file and the tunnel's
-//! running state instead.
+//! The harness starts every server with its hub on the server's own free UDP port when the
+//! server binary has one (see [`crate::server::has_embedded_hub`]). The server's admin API
+//! does not list the hub's peers, so these checks read the hub's figures from `/metrics`
+//! (`camwire_hub_peers`, `camwire_hub_unknown_key_handshakes_total`) and make real
+//! handshakes.
 
 use std::time::{Duration, Instant};
 
@@ -19,34 +16,25 @@ use crate::driver::{AppSession, DEFAULT_WAIT};
 use crate::server::ServerProcess;
 use crate::world::StoredSession;
 
-/// Whether the checks below run: set it once they pass against the server's hub.
-pub const AVAILABLE: bool = false;
-
 /// Time that a handshake with a key the hub does not know is given before the key counts
-/// as rejected; a known key completes its handshake on loopback within milliseconds.
+/// as rejected. A known key completes its handshake on loopback within milliseconds.
 pub const REJECTED_HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
 
-/// Checks that the hub has a peer with the base64 public key `key`.
-///
-/// TODO: needs the hub's peer list in the admin API, whose shape is not known yet.
-pub async fn ensure_knows_key(_server: &ServerProcess, _key: &str) -> Result<()> {
-    Ok(())
-}
-
-/// Checks that the hub has no peer with the base64 public key `key`.
-///
-/// TODO: needs the hub's peer list in the admin API, whose shape is not known yet.
-pub async fn ensure_forgot_key(_server: &ServerProcess, _key: &str) -> Result<()> {
+/// Checks that the hub has as many peers as the database, so that it has the session's
+/// peer whenever the database has it (which the scenarios check by key).
+pub async fn ensure_peers_match_database(server: &ServerProcess) -> Result<()> {
+    let database = crate::db::peers(&server.database_url()).await?.len();
+    let hub = metric(server, "camwire_hub_peers").await?;
+    ensure!(
+        hub == u64::try_from(database)?,
+        "the hub has {hub} peers and the database {database}"
+    );
     Ok(())
 }
 
 /// Checks that the app's tunnel is connected to the hub and that the server's API replies
 /// through it, as the profile view shows them.
 pub async fn ensure_tunnel_live(app: &AppSession) -> Result<()> {
-    if !AVAILABLE {
-        return Ok(());
-    }
-
     let deadline = Instant::now() + DEFAULT_WAIT;
     loop {
         let state = app.data_kind("tunnel-state").await?;
@@ -61,15 +49,29 @@ pub async fn ensure_tunnel_live(app: &AppSession) -> Result<()> {
     }
 }
 
-/// Checks that the hub no longer completes a handshake with the ended session's key.
-pub async fn ensure_key_rejected(session: &StoredSession) -> Result<()> {
-    if !AVAILABLE {
-        return Ok(());
-    }
-
+/// Checks that the hub no longer completes a handshake with the ended session's key, and
+/// that it saw the attempt as one from an unknown key.
+pub async fn ensure_key_rejected(server: &ServerProcess, session: &StoredSession) -> Result<()> {
+    let unknown_before = metric(server, "camwire_hub_unknown_key_handshakes_total").await?;
     let completed = handshake_completes(&session.wireguard, &session.private_key, REJECTED_HANDSHAKE_WAIT).await?;
     ensure!(!completed, "the hub still completes a handshake with the ended session's key");
+
+    let unknown_after = metric(server, "camwire_hub_unknown_key_handshakes_total").await?;
+    ensure!(
+        unknown_after > unknown_before,
+        "the hub did not count the old key's handshake as one from an unknown key, so the attempt may not have reached it"
+    );
     Ok(())
+}
+
+/// Reads the value of the unlabelled sample `name` from the server's `GET /metrics`.
+pub async fn metric(server: &ServerProcess, name: &str) -> Result<u64> {
+    let text = server.metrics().await?;
+    let value = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok());
+    value.with_context(|| format!("GET /metrics has no sample {name}"))
 }
 
 /// Starts a client tunnel with `private_key` (base64) to the server that `wireguard`

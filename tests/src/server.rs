@@ -20,7 +20,10 @@ use crate::process::{GroupChild, free_port, free_udp_port, workspace_binary};
 pub struct ServerOptions {
     /// Address pool as a CIDR, `10.13.0.0/16` by default.
     pub pool: String,
-    /// Further arguments of `camwire-server serve`.
+    /// Further arguments of `camwire-server serve`. When they contain `--peer-backend`,
+    /// `--wg-listen` or `--wg-endpoint`, the harness leaves the WireGuard back end and its
+    /// endpoint to them; otherwise it gives the hub (or the endpoint) the server's own free
+    /// UDP port.
     pub extra_arguments: Vec<String>,
     /// Loopback port to listen on; a free one when `None`.
     pub port: Option<u16>,
@@ -75,7 +78,8 @@ impl ServerProcess {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// Returns the WireGuard endpoint that the server hands to clients, `127.0.0.1:PORT`.
+    /// Returns the WireGuard endpoint that the server hands to clients, `127.0.0.1:PORT`,
+    /// unless [`ServerOptions::extra_arguments`] set it.
     ///
     /// Each server gets its own free UDP port, so that clients of one test never send
     /// handshakes to another test's or another program's WireGuard port.
@@ -175,6 +179,18 @@ impl ServerProcess {
         Ok(reply.status().as_u16())
     }
 
+    /// Returns the server's `GET /metrics` text.
+    pub async fn metrics(&self) -> Result<String> {
+        let reply = http()
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .context("GET /metrics failed")?;
+        let status = reply.status();
+        ensure!(status.is_success(), "GET /metrics returned {status}");
+        reply.text().await.context("GET /metrics sent an unreadable body")
+    }
+
     /// Lists every peer through `GET /admin/peers`, signed in as the demo admin.
     pub async fn admin_peers(&self) -> Result<AdminPeerList> {
         let token = self.login("admin").await?;
@@ -213,13 +229,20 @@ impl ServerProcess {
             .args(["--database", &self.database_url()])
             .args(["--pool", &self.options.pool])
             .args(["--wg-config", &self.wg_config_path().to_string_lossy()])
-            .args(["--wg-endpoint", &self.wg_endpoint().to_string()])
             .arg("--demo");
-        if has_embedded_hub(&binary)? {
-            // Without --wg-listen, every server would bind the hub's default port.
-            command
-                .args(["--peer-backend", "embedded"])
-                .args(["--wg-listen", &self.wg_endpoint().to_string()]);
+        let caller_sets_wireguard = self.options.extra_arguments.iter().any(|argument| {
+            ["--peer-backend", "--wg-listen", "--wg-endpoint"]
+                .iter()
+                .any(|flag| argument.starts_with(flag))
+        });
+        if !caller_sets_wireguard {
+            command.args(["--wg-endpoint", &self.wg_endpoint().to_string()]);
+            if has_embedded_hub(&binary)? {
+                // Without --wg-listen, every server would bind the hub's default port.
+                command
+                    .args(["--peer-backend", "embedded"])
+                    .args(["--wg-listen", &self.wg_endpoint().to_string()]);
+            }
         }
         command
             .args(&self.options.extra_arguments)

@@ -582,7 +582,7 @@ async fn confirm_logout(app: &AppSession) -> Result<Duration> {
 }
 
 /// Checks that `user` has the session's address, in the database, in the
-/// server's WireGuard config and (once the server has one) in the embedded hub.
+/// server's WireGuard config and in the embedded hub.
 async fn ensure_allocated(server: &ServerProcess, user: &str, session: &StoredSession) -> Result<()> {
     let address = host_address(&session.address)?;
     let peers = db::peers(&server.database_url()).await?;
@@ -601,7 +601,7 @@ async fn ensure_allocated(server: &ServerProcess, user: &str, session: &StoredSe
     ensure!(config.contains(&session.public_key), "the WireGuard config lacks the session's key");
     ensure!(config.contains(&session.address), "the WireGuard config lacks {}", session.address);
 
-    hub::ensure_knows_key(server, &session.public_key).await
+    hub::ensure_peers_match_database(server).await
 }
 
 /// Checks that the session's address, peer and server session are gone everywhere.
@@ -621,12 +621,12 @@ async fn ensure_released(server: &ServerProcess, user: &str, session: &StoredSes
     ensure!(!config.contains(&session.public_key), "the WireGuard config still has the session's key");
     ensure!(!config.contains(&session.address), "the WireGuard config still has {}", session.address);
 
-    hub::ensure_forgot_key(server, &session.public_key).await?;
-    hub::ensure_key_rejected(session).await
+    hub::ensure_peers_match_database(server).await?;
+    hub::ensure_key_rejected(server, session).await
 }
 
-/// Checks that the app runs the session's tunnel. Once the server runs the embedded hub, it
-/// also checks that the tunnel is connected and that the server replies through it.
+/// Checks that the app runs the session's tunnel, that the tunnel is connected to the hub
+/// and that the server replies through it.
 async fn ensure_tunnel_running(app: &AppSession) -> Result<()> {
     let state = app.tunnel_state().await?;
     ensure!(state != "stopped", "the tunnel is not running");
