@@ -17,7 +17,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tokio::process::Command;
 
-use crate::process::{GroupChild, free_port, group_members, port_is_open, workspace_binary};
+use crate::process::{
+    GroupChild, describe_listeners, free_port, group_members, port_is_open, process_is_alive, workspace_binary,
+};
 
 /// The app's identifier in `tauri.conf.json`, which names its data directory.
 pub const APP_IDENTIFIER: &str = "dev.camwire.desktop";
@@ -127,11 +129,17 @@ impl AppSession {
 
         let left = group_members(group);
         ensure!(left.is_empty(), "processes of the driver's group are still running: {left:?}");
-        ensure!(!port_is_open(self.port), "tauri-driver's port {} is still open", self.port);
+        ensure!(
+            !port_is_open(self.port),
+            "tauri-driver's port {} is still open, by {}",
+            self.port,
+            describe_listeners(self.port)
+        );
         ensure!(
             !port_is_open(self.native_port),
-            "WebKitWebDriver's port {} is still open",
-            self.native_port
+            "WebKitWebDriver's port {} is still open, by {}",
+            self.native_port,
+            describe_listeners(self.native_port)
         );
         Ok(())
     }
@@ -421,14 +429,6 @@ pub fn has_display() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"]
         .iter()
         .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
-}
-
-fn process_is_alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // A zombie has exited and only waits for its parent to reap it.
-    !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 /// Returns the store file of an app whose `XDG_DATA_HOME` is `data_home`.

@@ -98,7 +98,7 @@ impl Drop for GroupChild {
 
 /// Returns the pids of the live processes in process group `group`, read from `/proc`.
 ///
-/// Zombies count as gone: they have exited and only wait for their parent to reap them.
+/// A process that has exited counts as gone (see [`process_is_alive`]).
 pub fn group_members(group: i32) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -106,19 +106,37 @@ pub fn group_members(group: i32) -> Vec<i32> {
 
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // The command name in brackets may contain spaces, so fields are counted
-            // after the closing bracket: state is field 3, process group field 5.
-            let Some(after_name) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-                return false;
-            };
-            let fields: Vec<&str> = after_name.split_whitespace().collect();
-            fields.first() != Some(&"Z") && fields.get(2) == Some(&group.to_string().as_str())
-        })
+        .filter(|pid| stat_fields(&format!("/proc/{pid}/stat")).is_some_and(|fields| fields.get(2) == Some(&group.to_string())))
+        .filter(|pid| process_is_alive(*pid))
         .collect()
+}
+
+/// Returns whether process `pid` still runs: it exists and one of its threads has not
+/// exited.
+///
+/// A zombie has exited and only waits for its parent to reap it. But the main thread of a
+/// multi-threaded process can be a zombie while its other threads still exit, and those
+/// still hold the process's files, listening sockets included, so every thread counts.
+pub fn process_is_alive(pid: i32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+
+    tasks.filter_map(Result::ok).any(|task| {
+        let state = stat_fields(&task.path().join("stat").to_string_lossy()).and_then(|fields| fields.first().cloned());
+        // Z is a zombie, X a task being removed.
+        state.is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Returns the fields of a `/proc` stat file after the command name: the state first, the
+/// process group third.
+fn stat_fields(path: &str) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(path).ok()?;
+    // The command name in brackets may contain spaces, so fields are counted after the
+    // closing bracket.
+    let (_, after_name) = stat.rsplit_once(')')?;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Returns the pids of live processes whose executable is `binary`.
@@ -132,11 +150,7 @@ pub fn processes_of(binary: &Path) -> Vec<i32> {
 
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == target)
-                && !fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
-        })
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == target) && process_is_alive(*pid))
         .collect()
 }
 
@@ -223,6 +237,53 @@ pub fn free_port() -> Result<u16> {
 pub fn free_udp_port() -> Result<u16> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("failed to bind a loopback UDP port")?;
     Ok(socket.local_addr()?.port())
+}
+
+/// Describes the processes that listen on TCP `port`, such as `WebKitWebDriver (pid 42)`,
+/// for error messages; empty when `/proc` shows no listener.
+pub fn describe_listeners(port: u16) -> String {
+    // In /proc/net/tcp, local_address is HEX_ADDRESS:HEX_PORT, state 0A is LISTEN and the
+    // inode is the tenth column.
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    let listening = fields.get(3) == Some(&"0A");
+                    let matches = u16::from_str_radix(local_port, 16).ok() == Some(port);
+                    (listening && matches).then(|| fields.get(9).map(|inode| (*inode).to_owned()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return String::new();
+    }
+
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return String::new();
+    };
+    let mut owners = Vec::new();
+    for pid in entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let owns = fds.filter_map(Result::ok).any(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|target| {
+                let target = target.to_string_lossy();
+                inodes.iter().any(|inode| target == format!("socket:[{inode}]"))
+            })
+        });
+        if owns {
+            let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            owners.push(format!("{} (pid {pid})", name.trim()));
+        }
+    }
+    owners.join(", ")
 }
 
 /// Returns whether something accepts TCP connections on `127.0.0.1:port`.
