@@ -1,10 +1,9 @@
 //! Checks against the server's embedded WireGuard hub and the app's live tunnel.
 //!
-//! The harness starts every server with its hub on the server's own free UDP port when the
-//! server binary has one (see [`crate::server::has_embedded_hub`]). The server's admin API
-//! does not list the hub's peers, so these checks read the hub's figures from `/metrics`
-//! (`camwire_hub_peers`, `camwire_hub_unknown_key_handshakes_total`) and make real
-//! handshakes.
+//! The harness starts every server with its hub on the server's own free UDP port. The
+//! server's admin API does not list the hub's peers, so these checks read the hub's figures
+//! from `/metrics` (`camwire_hub_peers`, `camwire_hub_unknown_key_handshakes_total`) and make
+//! real handshakes.
 
 use std::time::{Duration, Instant};
 

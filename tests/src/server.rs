@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -22,8 +21,7 @@ pub struct ServerOptions {
     pub pool: String,
     /// Further arguments of `camwire-server serve`. When they contain `--peer-backend`,
     /// `--wg-listen` or `--wg-endpoint`, the harness leaves the WireGuard back end and its
-    /// endpoint to them; otherwise it gives the hub (or the endpoint) the server's own free
-    /// UDP port.
+    /// endpoint to them; otherwise it runs the embedded hub on the server's own free UDP port.
     pub extra_arguments: Vec<String>,
     /// Loopback port to listen on; a free one when `None`.
     pub port: Option<u16>,
@@ -237,12 +235,10 @@ impl ServerProcess {
         });
         if !caller_sets_wireguard {
             command.args(["--wg-endpoint", &self.wg_endpoint().to_string()]);
-            if has_embedded_hub(&binary)? {
-                // Without --wg-listen, every server would bind the hub's default port.
-                command
-                    .args(["--peer-backend", "embedded"])
-                    .args(["--wg-listen", &self.wg_endpoint().to_string()]);
-            }
+            // Without --wg-listen, every server would bind the hub's default port.
+            command
+                .args(["--peer-backend", "embedded"])
+                .args(["--wg-listen", &self.wg_endpoint().to_string()]);
         }
         command
             .args(&self.options.extra_arguments)
@@ -289,23 +285,6 @@ impl ServerProcess {
         });
         Ok(())
     }
-}
-
-/// Returns whether the server binary has the embedded WireGuard hub, that is whether
-/// `camwire-server serve --help` lists `--peer-backend`; read once per process.
-pub fn has_embedded_hub(binary: &Path) -> Result<bool> {
-    static HAS_HUB: OnceLock<bool> = OnceLock::new();
-    if let Some(known) = HAS_HUB.get() {
-        return Ok(*known);
-    }
-
-    let output = std::process::Command::new(binary)
-        .args(["serve", "--help"])
-        .output()
-        .with_context(|| format!("failed to run {} serve --help", binary.display()))?;
-    ensure!(output.status.success(), "{} serve --help failed with {}", binary.display(), output.status);
-    let has_hub = String::from_utf8_lossy(&output.stdout).contains("--peer-backend");
-    Ok(*HAS_HUB.get_or_init(|| has_hub))
 }
 
 /// Returns an HTTP client whose requests cannot hang a test.
