@@ -3,16 +3,17 @@
 //!
 //! - `--interactive` (a display is present): signs alice in through the real webview and
 //!   leaves the window to the user. Closing the window ends the demo and the server.
-//! - `--scripted` (headless, under Xvfb): signs alice in, opens the logout confirmation,
-//!   logs out, saves a screenshot of each step under `target/demo/`, prints alice's
-//!   allocation before and after, and fails unless the address was freed.
+//! - `--scripted` (headless, under Xvfb): once in the light theme and once in the dark
+//!   one, picks the theme in the settings view, signs alice in, opens the logout
+//!   confirmation, logs out, saves a screenshot of each view under `target/demo/`, prints
+//!   alice's allocation before and after, and fails unless the address was freed.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use camwire_e2e::db;
+use camwire_e2e::{db, hub};
 use camwire_e2e::driver::{AppSession, DEFAULT_WAIT};
 use camwire_e2e::process::{port_is_open, target_dir};
 use camwire_e2e::server::{ServerOptions, ServerProcess};
@@ -73,13 +74,55 @@ async fn stay_signed_in(app: &AppSession, server: &ServerProcess) -> Result<()> 
     Ok(())
 }
 
-/// Signs alice in and out through the real webview, with a screenshot of each view.
+/// Walks through every view once per theme, with a screenshot of each.
 async fn walk_through(app: &AppSession, server: &ServerProcess, dir: &Path) -> Result<()> {
+    for theme in ["light", "dark"] {
+        choose_theme(app, server, theme, dir).await?;
+        log_in_and_out(app, server, &dir.join(theme)).await?;
+    }
+    println!("screenshots saved in {}", dir.display());
+    Ok(())
+}
+
+/// Picks `theme` in the settings view, as a user would, and saves a screenshot of the
+/// settings view in it as `THEME/0-settings.png`.
+async fn choose_theme(app: &AppSession, server: &ServerProcess, theme: &str, dir: &Path) -> Result<()> {
+    app.wait_visible("signin-view", DEFAULT_WAIT).await?;
+    app.click("settings-button").await?;
+    app.wait_visible("settings-view", DEFAULT_WAIT).await?;
+    app.fill("settings-server-url", &server.url()).await?;
+    app.find("settings-theme")
+        .await?
+        .select_by_value(theme)
+        .await
+        .with_context(|| format!("failed to pick the {theme} theme"))?;
+    app.click("settings-save").await?;
+    app.wait_hidden("settings-view", DEFAULT_WAIT).await?;
+
+    let applied = app.execute("return document.documentElement.dataset.theme;", Vec::new()).await?;
+    ensure!(applied == theme, "the page shows the {applied} theme after picking {theme}");
+
+    let dir = dir.join(theme);
+    std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    app.click("settings-button").await?;
+    app.wait_visible("settings-view", DEFAULT_WAIT).await?;
+    app.screenshot(&dir.join("0-settings.png")).await?;
+    app.click("settings-cancel").await?;
+    app.wait_hidden("settings-view", DEFAULT_WAIT).await
+}
+
+/// Signs alice in and out through the real webview, with a screenshot of each view under
+/// `dir`, and checks that the logout freed her address.
+async fn log_in_and_out(app: &AppSession, server: &ServerProcess, dir: &Path) -> Result<()> {
     app.wait_visible("signin-view", DEFAULT_WAIT).await?;
     app.screenshot(&dir.join("1-sign-in.png")).await?;
 
     app.sign_in(&server.url(), "alice", server.password("alice")).await?;
     app.wait_text("profile-address", DEFAULT_WAIT).await?;
+    hub::ensure_tunnel_live(app).await?;
+    // WebKit may hand out the frame painted before the last change; a screenshot is not
+    // a check, so a short pause is enough here.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     app.screenshot(&dir.join("2-profile.png")).await?;
 
     let before = db::addresses_of(&server.database_url(), "alice").await?;
@@ -99,8 +142,6 @@ async fn walk_through(app: &AppSession, server: &ServerProcess, dir: &Path) -> R
     if !after.is_empty() {
         bail!("logout did not free alice's address: she still holds {after:?}");
     }
-
-    println!("screenshots saved in {}", dir.display());
     println!("demo passed: {} was freed by the logout", before[0]);
     Ok(())
 }
