@@ -3,10 +3,10 @@
 //!
 //! - `--interactive` (a display is present): signs alice in through the real webview and
 //!   leaves the window to the user. Closing the window ends the demo and the server.
-//! - `--scripted` (headless, under Xvfb): once in the light theme and once in the dark
-//!   one, picks the theme in the settings view, signs alice in, opens the logout
-//!   confirmation, logs out, saves a screenshot of each view under `target/demo/`, prints
-//!   alice's allocation before and after, and fails unless the address was freed.
+//! - `--scripted` (headless, under Xvfb): walks through every view once in the light theme
+//!   and once in the dark one, with a screenshot of each under `target/demo/`. Each round
+//!   picks the theme in the settings view, signs alice in and logs her out, and fails
+//!   unless the logout freed her address.
 
 use std::path::Path;
 use std::process::ExitCode;
