@@ -92,7 +92,8 @@ struct ServeArgs {
     #[arg(long, value_name = "URL", env = "CAMWIRE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database: String,
 
-    /// IPv4 network of the WireGuard addresses, /16 to /30; its first host is the server.
+    /// IPv4 network of the WireGuard addresses, /16 to /30, normally a private range such as
+    /// 10.0.0.0/8; its first host is the server.
     #[arg(long, value_name = "CIDR", default_value = DEFAULT_POOL)]
     pool: Ipv4Net,
 

@@ -16,6 +16,43 @@ pub const MIN_PREFIX_LEN: u8 = 16;
 /// Longest prefix accepted for a pool: a /30 has one client address besides the server.
 pub const MAX_PREFIX_LEN: u8 = 30;
 
+/// Pool suggested in errors: a private range, the default of `--pool`.
+const SUGGESTED_POOL: &str = "10.13.0.0/16";
+
+/// IPv4 ranges that cannot hold WireGuard client addresses, as named in the IANA
+/// special-purpose address registry (RFC 6890).
+const UNUSABLE_RANGES: [(Ipv4Net, &str); 5] = [
+    (
+        Ipv4Net::new_assert(Ipv4Addr::new(0, 0, 0, 0), 8),
+        "the unspecified (\"this network\") range 0.0.0.0/8",
+    ),
+    (
+        Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8),
+        "the loopback range 127.0.0.0/8",
+    ),
+    (
+        Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 0, 0), 16),
+        "the link-local range 169.254.0.0/16",
+    ),
+    (
+        Ipv4Net::new_assert(Ipv4Addr::new(224, 0, 0, 0), 4),
+        "the multicast range 224.0.0.0/4",
+    ),
+    (
+        Ipv4Net::new_assert(Ipv4Addr::new(240, 0, 0, 0), 4),
+        "the reserved range 240.0.0.0/4 (which includes the broadcast address 255.255.255.255)",
+    ),
+];
+
+/// Ranges meant for private networks: RFC 1918's three, and RFC 6598's shared address
+/// space 100.64.0.0/10.
+const PRIVATE_RANGES: [Ipv4Net; 4] = [
+    Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 0), 8),
+    Ipv4Net::new_assert(Ipv4Addr::new(172, 16, 0, 0), 12),
+    Ipv4Net::new_assert(Ipv4Addr::new(192, 168, 0, 0), 16),
+    Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 0, 0), 10),
+];
+
 /// Errors of validating an address pool.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
@@ -25,6 +62,14 @@ pub enum PoolError {
         "invalid address pool {network}: the prefix must be between /{MIN_PREFIX_LEN} and /{MAX_PREFIX_LEN}"
     )]
     PrefixOutOfRange { network: Ipv4Net },
+    /// The network lies in a range whose addresses no WireGuard client can have.
+    #[error(
+        "invalid address pool {network}: it lies in {range}, so clients cannot use its addresses; use a private range such as {SUGGESTED_POOL}"
+    )]
+    UnusableRange {
+        network: Ipv4Net,
+        range: &'static str,
+    },
 }
 
 /// A validated address pool.
@@ -34,7 +79,10 @@ pub struct AddressPool {
 }
 
 impl AddressPool {
-    /// Checks that `network` is a network address with a prefix from /16 to /30.
+    /// Checks that `network` is a network address with a prefix from /16 to /30 outside
+    /// each of the multicast, broadcast, loopback, unspecified, link-local and
+    /// reserved ranges. A public unicast network is accepted, because its owner may use
+    /// it; see [`AddressPool::is_private`].
     pub fn new(network: Ipv4Net) -> Result<Self, PoolError> {
         if network.network() != network.addr() {
             return Err(PoolError::HostBitsSet {
@@ -47,7 +95,25 @@ impl AddressPool {
             return Err(PoolError::PrefixOutOfRange { network });
         }
 
+        // Every range is a /16 or larger and every pool a /16 or smaller, so a pool
+        // that overlaps a range lies in it.
+        let unusable = UNUSABLE_RANGES
+            .iter()
+            .find(|(range, _)| range.contains(&network));
+        if let Some((_, range)) = unusable {
+            return Err(PoolError::UnusableRange { network, range });
+        }
+
         Ok(Self { network })
+    }
+
+    /// Tells whether the pool lies inside a range meant for private networks
+    /// (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10). Other pools are
+    /// public addresses, which clash with real hosts unless the operator owns them.
+    pub fn is_private(&self) -> bool {
+        PRIVATE_RANGES
+            .iter()
+            .any(|range| range.contains(&self.network))
     }
 
     pub fn network(&self) -> Ipv4Net {
@@ -198,6 +264,69 @@ mod tests {
                 Err(PoolError::PrefixOutOfRange { network }),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn unusable_ranges_are_rejected() {
+        for (text, range) in [
+            ("224.0.0.0/24", "multicast"),
+            ("239.255.0.0/16", "multicast"),
+            ("255.255.255.252/30", "broadcast"),
+            ("240.0.0.0/16", "reserved"),
+            ("127.0.0.0/16", "loopback"),
+            ("127.13.0.0/24", "loopback"),
+            ("0.0.0.0/16", "unspecified"),
+            ("0.13.0.0/24", "unspecified"),
+            ("169.254.0.0/16", "link-local"),
+            ("169.254.10.0/24", "link-local"),
+        ] {
+            let network: Ipv4Net = text.parse().expect("valid CIDR");
+
+            let error = AddressPool::new(network).expect_err(text).to_string();
+
+            assert!(
+                error.starts_with(&format!("invalid address pool {text}: ")),
+                "{error}"
+            );
+            assert!(error.contains(range), "{text}: {error}");
+            assert!(error.contains("such as 10.13.0.0/16"), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn neighbors_of_unusable_ranges_are_accepted() {
+        for text in [
+            "1.0.0.0/16",
+            "126.255.255.0/24",
+            "128.0.0.0/16",
+            "169.253.0.0/16",
+            "169.255.0.0/16",
+            "223.255.255.0/24",
+        ] {
+            let network: Ipv4Net = text.parse().expect("valid CIDR");
+
+            assert!(AddressPool::new(network).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn private_pools_are_recognized() {
+        for text in [
+            "10.13.0.0/16",
+            "172.31.0.0/24",
+            "192.168.7.8/29",
+            "100.64.0.0/16",
+        ] {
+            assert!(pool(text).is_private(), "{text}");
+        }
+        for text in [
+            "8.8.0.0/16",
+            "172.32.0.0/16",
+            "100.128.0.0/16",
+            "198.51.100.0/24",
+        ] {
+            assert!(!pool(text).is_private(), "{text}");
         }
     }
 

@@ -190,6 +190,7 @@ impl App {
     pub async fn open(config: &ServerConfig) -> Result<Self, StartError> {
         let valid = config.validate()?;
         let pool = valid.pool;
+        warn_if_public(&pool);
 
         let db = Db::connect(&config.database_url).await?;
         log_database(&db, &config.database_url);
@@ -528,6 +529,19 @@ fn log_database(db: &Db, url: &str) {
         }
         None => tracing::info!(kind = ?db.kind(), "opened the database"),
     }
+}
+
+/// Warns about a pool of public addresses, which the server accepts because an operator
+/// may own such a range.
+fn warn_if_public(pool: &AddressPool) {
+    if pool.is_private() {
+        return;
+    }
+
+    tracing::warn!(
+        pool = %pool,
+        "the address pool is a public range; clients route it into the tunnel, so they cannot reach the real hosts at these addresses; keep it only if you own the range, or pass a private range such as --pool 10.13.0.0/16"
+    );
 }
 
 fn log_pool_change(pool: &AddressPool, change: &PoolChange) {

@@ -15,6 +15,7 @@ use camwire_api::{AdminPeerList, LoginResponse, LogoutResponse, Role, WireguardC
 use camwire_server::{ServerConfig, start};
 
 use crate::common::{Database, TestServer, expect_error, expect_json, new_public_key, wait_until};
+use crate::process::ServerProcess;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_camwire-server");
 
@@ -543,4 +544,68 @@ async fn serve_rejects_invalid_hub_options() {
         assert!(stderr.contains(expected), "{arguments:?}: {stderr}");
     }
     drop(busy);
+}
+
+#[tokio::test]
+async fn unusable_pool_is_rejected_before_storing() {
+    for (pool, range) in [
+        ("224.0.0.0/24", "multicast range 224.0.0.0/4"),
+        ("255.255.255.0/24", "broadcast address 255.255.255.255"),
+        ("127.13.0.0/16", "loopback range 127.0.0.0/8"),
+        ("0.0.0.0/16", "unspecified"),
+        ("169.254.0.0/16", "link-local range 169.254.0.0/16"),
+        ("240.0.0.0/16", "reserved range 240.0.0.0/4"),
+    ] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let database = database_url(dir.path());
+
+        let output = run(
+            &serve_arguments(&database, &["--wg-listen", "127.0.0.1:0", "--pool", pool]),
+            "",
+        )
+        .await;
+
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{pool} started");
+        assert!(!stderr.contains("panicked"), "{pool}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid address pool {pool}")),
+            "{pool}: {stderr}"
+        );
+        assert!(stderr.contains(range), "{pool}: {stderr}");
+        assert!(stderr.contains("such as 10.13.0.0/16"), "{pool}: {stderr}");
+        assert!(
+            !dir.path().join("camwire.db").exists(),
+            "{pool}: the database is created"
+        );
+    }
+}
+
+#[tokio::test]
+async fn public_pool_logs_a_warning() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+    let wg_config = dir.path().join("wg0.conf");
+
+    let server = ServerProcess::spawn(&database, &wg_config, &["--pool", "198.51.100.0/24"]).await;
+
+    let log = server.log();
+    let warning = log
+        .lines()
+        .find(|line| line.contains(" WARN ") && line.contains("public range"))
+        .unwrap_or_else(|| panic!("no warning about the public pool in:\n{log}"));
+    assert!(warning.contains("pool=198.51.100.0/24"), "{warning}");
+    assert!(warning.contains("--pool 10.13.0.0/16"), "{warning}");
+}
+
+#[tokio::test]
+async fn private_pool_logs_no_warning() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+    let wg_config = dir.path().join("wg0.conf");
+
+    let server = ServerProcess::spawn(&database, &wg_config, &["--pool", "172.20.0.0/24"]).await;
+
+    let log = server.log();
+    assert!(!log.contains("public range"), "{log}");
 }
