@@ -74,7 +74,8 @@ pub struct ServerConfig {
     pub forwards: Vec<Forward>,
     /// Lifetime of an access token.
     pub session_ttl: Duration,
-    /// Create the demo users and print their new passwords; loopback addresses only.
+    /// Create the missing demo users and print their new passwords; loopback addresses
+    /// only.
     pub demo: bool,
     pub login_limits: LoginLimits,
     /// Idle time without a handshake after which a peer is reclaimed.

@@ -157,8 +157,9 @@ struct ServeArgs {
     #[arg(long, value_name = "PATH", default_value = DEFAULT_WG_PROGRAM)]
     wg_tool: PathBuf,
 
-    /// Create the users alice, bob and admin, give them new random passwords and print
-    /// them on stdout; only allowed with a loopback --listen address.
+    /// Create the users alice, bob and admin when missing, with new random passwords
+    /// printed on stdout; existing users keep their passwords. Only allowed with a
+    /// loopback --listen address.
     #[arg(long)]
     demo: bool,
 }
@@ -272,11 +273,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .context("failed to start camwire-server")?;
 
     for user in server.demo_users() {
-        println!(
-            "demo user {} password {}",
-            user.username,
-            user.password.expose()
-        );
+        match &user.password {
+            Some(password) => {
+                println!("demo user {} password {}", user.username, password.expose())
+            }
+            None => println!(
+                "demo user {} exists; its password was left unchanged",
+                user.username
+            ),
+        }
     }
     if let Some(hub_addr) = server.hub_addr() {
         println!("wireguard hub listening on udp://{hub_addr}");

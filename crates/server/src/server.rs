@@ -108,7 +108,8 @@ impl RunningServer {
         &self.state
     }
 
-    /// Demo users with this start's passwords; empty unless the config set `demo`.
+    /// Returns the demo users, with the passwords of those created on this start; empty
+    /// unless the config set `demo`.
     pub fn demo_users(&self) -> &[DemoUser] {
         &self.demo_users
     }

@@ -154,7 +154,8 @@ impl AppState {
 /// A prepared server: database migrated, pool reconciled, back end synchronized.
 pub struct App {
     pub state: AppState,
-    /// Demo users with this start's passwords; empty without `--demo`.
+    /// The demo users, with the passwords of those created on this start; empty without
+    /// `--demo`.
     pub demo_users: Vec<DemoUser>,
     background: BackgroundSettings,
 }

@@ -124,11 +124,13 @@ pub async fn add_user(db: &Db, user: NewUser) -> Result<User, AddUserError> {
     }
 }
 
-/// A demo user with the password it got on this start.
+/// A demo user as [`ensure_demo_users`] left it.
 #[derive(Debug, Clone)]
 pub struct DemoUser {
     pub username: String,
-    pub password: Password,
+    /// The password of a user created on this start; `None` for a user that existed
+    /// already, whose password was left unchanged.
+    pub password: Option<Password>,
 }
 
 /// The demo users: name, display name, e-mail and role.
@@ -138,37 +140,43 @@ const DEMO_USERS: [(&str, &str, &str, Role); 3] = [
     ("admin", "Administrator", "admin@example.com", Role::Admin),
 ];
 
-/// Creates the demo users that are missing and gives every demo user a new random password.
+/// Creates the demo users that are missing, each with a new random password. Existing
+/// users, demo or real, keep their password and every other field.
 pub async fn ensure_demo_users(db: &Db) -> Result<Vec<DemoUser>, AddUserError> {
-    let mut created = Vec::with_capacity(DEMO_USERS.len());
+    let mut users = Vec::with_capacity(DEMO_USERS.len());
 
     for (username, display_name, email, role) in DEMO_USERS {
-        let password = generate_password();
-
-        match db.find_user_by_username(username).await? {
-            Some(existing) => {
-                let hash = hash_in_background(&password).await?;
-                db.set_password_hash(&existing.id, &hash).await?;
-            }
-            None => {
-                let user = NewUser {
-                    username: username.to_owned(),
-                    password: password.clone(),
-                    display_name: Some(display_name.to_owned()),
-                    email: Some(email.to_owned()),
-                    role,
-                };
-                add_user(db, user).await?;
-            }
+        if db.find_user_by_username(username).await?.is_some() {
+            users.push(DemoUser {
+                username: username.to_owned(),
+                password: None,
+            });
+            continue;
         }
 
-        created.push(DemoUser {
+        let password = generate_password();
+        let user = NewUser {
+            username: username.to_owned(),
+            password: password.clone(),
+            display_name: Some(display_name.to_owned()),
+            email: Some(email.to_owned()),
+            role,
+        };
+
+        // Another server starting on the same database may create the user first, and
+        // then that server's password applies.
+        let password = match add_user(db, user).await {
+            Ok(_) => Some(password),
+            Err(AddUserError::UsernameTaken { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        users.push(DemoUser {
             username: username.to_owned(),
             password,
         });
     }
 
-    Ok(created)
+    Ok(users)
 }
 
 /// Generates a password of 16 base64url characters (96 random bits).

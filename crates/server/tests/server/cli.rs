@@ -60,7 +60,10 @@ fn text(bytes: &[u8]) -> String {
 struct DemoServer {
     child: Child,
     url: String,
+    /// Passwords of the demo users created on this start.
     passwords: HashMap<String, String>,
+    /// Demo users that existed before this start.
+    existing: Vec<String>,
     log_path: PathBuf,
     /// Kept open so that the server never writes into a closed pipe.
     _stdout: Lines<BufReader<ChildStdout>>,
@@ -93,6 +96,7 @@ impl DemoServer {
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let mut passwords = HashMap::new();
+        let mut existing = Vec::new();
 
         let url = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = lines.next_line().await.expect("stdout is readable") {
@@ -109,6 +113,19 @@ impl DemoServer {
                     ["demo", "user", name, "password", password] => {
                         passwords.insert((*name).to_owned(), (*password).to_owned());
                     }
+                    [
+                        "demo",
+                        "user",
+                        name,
+                        "exists;",
+                        "its",
+                        "password",
+                        "was",
+                        "left",
+                        "unchanged",
+                    ] => {
+                        existing.push((*name).to_owned());
+                    }
                     _ => panic!("unexpected stdout line {line:?}"),
                 }
             }
@@ -124,6 +141,7 @@ impl DemoServer {
             child,
             url,
             passwords,
+            existing,
             log_path,
             _stdout: lines,
         }
@@ -358,30 +376,77 @@ async fn demo_logs_contain_ids_not_secrets() {
     assert!(signed_out.contains("outcome=\"revoked\""), "{signed_out}");
 }
 
+/// Signs in at `url` and returns the status.
+async fn login_status(url: &str, username: &str, password: &str) -> StatusCode {
+    reqwest::Client::new()
+        .post(format!("{url}/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("request is sent")
+        .status()
+}
+
 #[tokio::test]
-async fn demo_passwords_change_on_restart() {
+async fn demo_restart_keeps_passwords() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let first = DemoServer::spawn(dir.path()).await;
-    let old_password = first.passwords["alice"].clone();
+    let first_passwords = first.passwords.clone();
     first.stop().await;
 
     let second = DemoServer::spawn(dir.path()).await;
-    let http = reqwest::Client::new();
-    let login = |password: String| {
-        http.post(format!("{}/login", second.url))
-            .json(&serde_json::json!({"username": "alice", "password": password}))
-            .send()
-    };
 
-    let with_old = login(old_password.clone()).await.expect("request is sent");
-    let with_new = login(second.passwords["alice"].clone())
-        .await
-        .expect("request is sent");
-
-    assert_ne!(second.passwords["alice"], old_password);
-    assert_eq!(with_old.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(with_new.status(), StatusCode::OK);
+    assert_eq!(first_passwords.len(), 3);
+    assert!(second.passwords.is_empty(), "{:?}", second.passwords);
+    assert_eq!(second.existing, ["alice", "bob", "admin"]);
+    for (name, password) in &first_passwords {
+        assert_eq!(
+            login_status(&second.url, name, password).await,
+            StatusCode::OK,
+            "{name}"
+        );
+    }
     second.stop().await;
+}
+
+#[tokio::test]
+async fn demo_keeps_a_real_users_password() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+    let added = run(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--database",
+            &database,
+            "--password-stdin",
+            "--role",
+            "admin",
+        ],
+        "alice's own password\n",
+    )
+    .await;
+    assert!(added.status.success(), "{}", text(&added.stderr));
+
+    let server = DemoServer::spawn(dir.path()).await;
+
+    assert_eq!(server.existing, ["alice"]);
+    assert!(!server.passwords.contains_key("alice"));
+    assert_eq!(
+        login_status(&server.url, "alice", "alice's own password").await,
+        StatusCode::OK
+    );
+    for name in ["bob", "admin"] {
+        let password = &server.passwords[name];
+        assert_eq!(
+            login_status(&server.url, name, password).await,
+            StatusCode::OK,
+            "{name}"
+        );
+    }
+    let log = server.stop().await;
+    assert!(!log.contains("alice's own password"), "{log}");
 }
 
 on_both_databases!(peers_commands_list_revoke_and_show_pool);
