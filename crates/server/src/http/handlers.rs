@@ -72,7 +72,7 @@ pub async fn login(
         }
     };
 
-    state.limiter().record_success(&limiter_key);
+    state.limiter().record_success(&limiter_key, ip);
 
     let token = generate_token();
     let ttl_seconds = i64::try_from(state.session_ttl().as_secs()).unwrap_or(i64::MAX);

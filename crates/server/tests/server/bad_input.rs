@@ -1,11 +1,13 @@
 //! Bad requests get the JSON error body and change nothing in the database.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::{Client, RequestBuilder, StatusCode};
 
 use camwire_api::LoginResponse;
 use camwire_server::db::unix_now;
+use camwire_server::rate_limit::{DEFAULT_MAX_FAILURES_PER_ADDRESS, LoginLimits};
 
 use crate::common::{Database, TestServer, expect_error, expect_json, new_public_key};
 
@@ -335,7 +337,7 @@ async fn failures_from_one_ip_are_rate_limited(database: Database) {
     let server = TestServer::start(database).await;
     let password = server.add_user("alice").await;
 
-    for index in 0..10 {
+    for index in 0..DEFAULT_MAX_FAILURES_PER_ADDRESS {
         let response = server.login_response(&format!("guess{index}"), "x").await;
         assert_eq!(
             response.status(),
@@ -347,6 +349,74 @@ async fn failures_from_one_ip_are_rate_limited(database: Database) {
     let blocked = server.login_response("alice", &password).await;
 
     expect_error(blocked, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}
+
+/// Returns an HTTP client whose connections come from the loopback address 127.0.0.`last_octet`.
+fn client_from(last_octet: u8) -> Client {
+    Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last_octet)))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Signs in as `username` through `http` and returns the status.
+async fn login_status(
+    server: &TestServer,
+    http: &Client,
+    username: &str,
+    password: &str,
+) -> StatusCode {
+    http.post(server.url("/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .expect("request is sent")
+        .status()
+}
+
+on_both_databases!(wrong_passwords_block_only_their_address);
+
+async fn wrong_passwords_block_only_their_address(database: Database) {
+    let server = TestServer::start(database).await;
+    let password = server.add_user("bob").await;
+    let attacker = client_from(1);
+    let owner = client_from(2);
+    for attempt in 0..10 {
+        let status = login_status(&server, &attacker, "bob", "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+
+    let from_attacker = login_status(&server, &attacker, "bob", &password).await;
+    let from_owner = login_status(&server, &owner, "bob", &password).await;
+
+    assert_eq!(from_attacker, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(from_owner, StatusCode::OK);
+}
+
+on_both_databases!(guesses_from_many_addresses_block_the_user_name);
+
+async fn guesses_from_many_addresses_block_the_user_name(database: Database) {
+    let server = TestServer::start_with(database, |config| {
+        config.login_limits = LoginLimits {
+            max_failures_per_pair: 2,
+            max_failures_per_address: 10,
+            max_failures_per_username: 4,
+            window: Duration::from_secs(60),
+        };
+    })
+    .await;
+    let bob_password = server.add_user("bob").await;
+    let alice_password = server.add_user("alice").await;
+    for last_octet in 1..=4 {
+        let status = login_status(&server, &client_from(last_octet), "bob", "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "127.0.0.{last_octet}");
+    }
+
+    let bob = login_status(&server, &client_from(5), "bob", &bob_password).await;
+    let alice = login_status(&server, &client_from(5), "alice", &alice_password).await;
+
+    assert_eq!(bob, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(alice, StatusCode::OK);
 }
 
 on_both_databases!(healthz_answers_ok);
