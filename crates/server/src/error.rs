@@ -134,6 +134,14 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
         .is_some_and(|database| database.is_unique_violation())
 }
 
+/// Tells whether `error` is a violation of a FOREIGN KEY constraint, such as a peer
+/// inserted for a session that a concurrent sign-out deleted.
+pub fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|database| database.is_foreign_key_violation())
+}
+
 /// Returns the name of the violated constraint or, where the driver gives none (SQLite),
 /// its message, which names the columns. For telling unique violations apart.
 pub fn violated_constraint(error: &sqlx::Error) -> Option<String> {

@@ -19,10 +19,13 @@ use crate::backend::PeerBackend;
 use crate::config::PERSISTENT_KEEPALIVE;
 use crate::db::{
     Db, PeerChange, PeerRow, delete_peer_by_id, delete_peer_by_session, delete_session,
-    forget_held_free_address, insert_peer, insert_pending_removal, record_peer_change,
-    release_address, take_lowest_free_address,
+    forget_held_free_address, insert_peer, insert_pending_removal, lock_session,
+    record_peer_change, release_address, take_lowest_free_address,
 };
-use crate::error::{Error, TokenProblem, error_chain, is_unique_violation, violated_constraint};
+use crate::error::{
+    Error, TokenProblem, error_chain, is_foreign_key_violation, is_unique_violation,
+    violated_constraint,
+};
 use crate::metrics::{Metrics, ReleaseCause};
 use crate::pool::AddressPool;
 use crate::replica::ReplicaSync;
@@ -200,6 +203,18 @@ async fn classify_insert_error(
     address: Ipv4Addr,
     error: sqlx::Error,
 ) -> Result<Attempt, Error> {
+    // The session row is gone: a sign-out or revocation ended it after this request's
+    // token was checked, so the request gets the 401 of an ended session.
+    if is_foreign_key_violation(&error) {
+        tracing::info!(
+            user_id = %session.user_id,
+            session_id = %session.session_id,
+            outcome = "session_ended",
+            "allocation rejected: the session ended during the request"
+        );
+        return Err(Error::Unauthorized(TokenProblem::Invalid));
+    }
+
     if !is_unique_violation(&error) {
         return Err(error.into());
     }
@@ -360,6 +375,12 @@ pub async fn release_peer(
     let _gate = context.replica.lock_for_change().await;
     let _turn = context.db.lock_writes().await;
     let mut transaction = context.db.pool().begin().await?;
+
+    // A registration on the same session that commits meanwhile would otherwise leave
+    // a peer that this release does not see, and that blocks the session's deletion.
+    if let PeerSelector::Session(session_id) = selector {
+        lock_session(&mut transaction, context.db.kind(), session_id).await?;
+    }
 
     let released = release_in(context, &mut transaction, selector).await?;
 

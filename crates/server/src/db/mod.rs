@@ -26,7 +26,7 @@ pub use peers::{
     PeerRow, delete_peer_by_id, delete_peer_by_session, forget_held_free_address, insert_peer,
     insert_pending_removal, release_address, take_lowest_free_address,
 };
-pub use sessions::{SessionRow, delete_session, insert_session};
+pub use sessions::{SessionRow, delete_session, insert_session, lock_session};
 pub use users::{NewUserRow, UserRow, insert_user};
 
 /// Connections of the pool; SQLite serializes writers anyway, and PostgreSQL servers

@@ -2,7 +2,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::{Db, UserRow};
+use super::{Db, DbKind, UserRow};
 
 /// A session as stored. The token itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,28 @@ pub async fn delete_session(
         .await?;
 
     Ok(result.rows_affected() == 1)
+}
+
+/// Locks a session's row until the transaction ends, on PostgreSQL. A peer insert for
+/// the session checks its foreign key with a share lock on that row. So a concurrent
+/// insert either commits before this returns, and later statements of the transaction
+/// see the peer, or waits for this transaction and finds the session gone. On SQLite,
+/// whose writers take turns, this does nothing.
+pub async fn lock_session(
+    connection: &mut AnyConnection,
+    kind: DbKind,
+    session_id: &str,
+) -> Result<(), sqlx::Error> {
+    if kind == DbKind::Sqlite {
+        return Ok(());
+    }
+
+    sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(session_id)
+        .fetch_optional(&mut *connection)
+        .await?;
+
+    Ok(())
 }
 
 impl Db {

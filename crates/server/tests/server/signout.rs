@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use reqwest::StatusCode;
 
-use camwire_api::{CleanupStatus, User, WireguardCleanup, WireguardConfig};
+use camwire_api::{CleanupStatus, LogoutResponse, User, WireguardCleanup, WireguardConfig};
 
 use crate::common::{Database, TestServer, expect_error, expect_json, new_public_key};
 
@@ -408,4 +408,49 @@ async fn racing_registrations_of_one_key_conflict(database: Database) {
     assert_eq!(created, 1);
     assert_eq!(server.counts().await.peers, 1);
     assert_eq!(server.wg_config_file().peers.len(), 1);
+}
+
+on_both_databases!(register_racing_logout_gets_401);
+
+/// Sends `POST /wireguard/config` and `POST /logout` with one token at once, round after
+/// round. When the sign-out ends the session while the registration runs, the
+/// registration must get 401 like any request with an ended session.
+async fn register_racing_logout_gets_401(database: Database) {
+    const ROUNDS: usize = 60;
+    let server = TestServer::start(database).await;
+    let password = server.add_user("alice").await;
+    let free_before = server.counts().await.free_addresses;
+    let mut registered = 0;
+    let mut rejected = 0;
+
+    for round in 0..ROUNDS {
+        let token = server.login("alice", &password).await;
+        let key = new_public_key();
+
+        let (register, logout) = tokio::join!(
+            server.register_response(&token, &key),
+            server.logout_response(&token),
+        );
+
+        let logout: LogoutResponse = expect_json(logout, StatusCode::OK).await;
+        match register.status() {
+            StatusCode::CREATED => {
+                registered += 1;
+                let cleanup = logout.wireguard.expect("cleanup is reported");
+                assert_eq!(cleanup.status, CleanupStatus::Revoked, "round {round}");
+            }
+            _ => {
+                rejected += 1;
+                expect_error(register, StatusCode::UNAUTHORIZED, "unauthorized").await;
+            }
+        }
+        let counts = server.counts().await;
+        assert_eq!(counts.sessions, 0, "round {round}");
+        assert_eq!(counts.peers, 0, "round {round}");
+        assert_eq!(counts.free_addresses, free_before, "round {round}");
+    }
+
+    assert_eq!(registered + rejected, ROUNDS);
+    assert!(server.wg_config_file().peers.is_empty());
+    assert!(server.hub().peers().is_empty());
 }
