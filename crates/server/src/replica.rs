@@ -350,7 +350,7 @@ async fn connect_listener(url: &str) -> Result<sqlx::postgres::PgListener, sqlx:
 async fn apply_notification(backend: &dyn PeerBackend, replica: &ReplicaSync, payload: &str) {
     let Some(notification) = PeerNotification::from_payload(payload) else {
         tracing::warn!(
-            payload = %payload.chars().take(200).collect::<String>(),
+            payload = ?payload.chars().take(200).collect::<String>(),
             "ignored a peer notification in an unknown format"
         );
         return;
@@ -379,13 +379,13 @@ async fn apply_notification(backend: &dyn PeerBackend, replica: &ReplicaSync, pa
 
     match result {
         Ok(()) => tracing::debug!(
-            origin = %notification.origin,
+            origin = ?notification.origin,
             key_fingerprint = %public_key.fingerprint(),
             "applied another replica's peer change"
         ),
         Err(error) => {
             tracing::warn!(
-                origin = %notification.origin,
+                origin = ?notification.origin,
                 key_fingerprint = %public_key.fingerprint(),
                 error = %error_chain(&error),
                 "failed to apply another replica's peer change; resynchronizing"

@@ -31,7 +31,9 @@ pub async fn revoke_peer(
     admin: AdminSession,
     Path(peer_id): Path<String>,
 ) -> Result<Json<AdminRevokeResponse>, Error> {
-    tracing::info!(admin_user_id = %admin.0.user.id, %peer_id, "revoking a peer");
+    // Debug quotes the id and escapes control characters, because it comes decoded
+    // from the path, where %0A would otherwise start a forged log line.
+    tracing::info!(admin_user_id = %admin.0.user.id, ?peer_id, "revoking a peer");
 
     let response = crate::admin::revoke_peer(&state.peer_context(), &peer_id).await?;
 

@@ -128,7 +128,7 @@ fn make_request_span(request: &Request<Body>) -> Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
+        path = ?request.uri().path(),
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     )

@@ -674,3 +674,42 @@ async fn private_pool_logs_no_warning() {
     let log = server.log();
     assert!(!log.contains("public range"), "{log}");
 }
+
+#[tokio::test]
+async fn peer_id_with_newline_stays_in_one_log_line() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let server = DemoServer::spawn(dir.path()).await;
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/login", server.url))
+        .json(&serde_json::json!({"username": "admin", "password": server.passwords["admin"]}))
+        .send()
+        .await
+        .expect("request is sent");
+    let login: LoginResponse = expect_json(response, StatusCode::OK).await;
+
+    let response = http
+        .delete(format!(
+            "{}/admin/peers/x%0A2030-01-01T00:00:00.000000Z%20%20INFO%20forged%20line",
+            server.url
+        ))
+        .bearer_auth(login.access_token.expose())
+        .send()
+        .await
+        .expect("request is sent");
+
+    expect_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    let log = server.stop().await;
+    assert!(
+        !log.lines().any(|line| line.starts_with("2030-01-01")),
+        "a forged line:\n{log}"
+    );
+    let revoking = log
+        .lines()
+        .find(|line| line.contains("revoking a peer"))
+        .unwrap_or_else(|| panic!("no line \"revoking a peer\" in:\n{log}"));
+    assert!(
+        revoking.contains(r#"peer_id="x\n2030-01-01T00:00:00.000000Z  INFO forged line""#),
+        "{revoking}"
+    );
+}
