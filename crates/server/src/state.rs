@@ -37,6 +37,8 @@ pub enum StartError {
     Pool(#[source] sqlx::Error),
     #[error("failed to read the peers from the database: {0}")]
     LoadPeers(#[source] sqlx::Error),
+    #[error("failed to delete the completed pending removals from the database: {0}")]
+    ClearPendingRemovals(#[source] sqlx::Error),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("{0}; pass --wg-listen with a free address, such as 127.0.0.1:0 for any free port")]
@@ -47,7 +49,9 @@ pub enum StartError {
     Demo(#[from] AddUserError),
     #[error(transparent)]
     Password(#[from] PasswordError),
-    #[error("failed to listen on {addr}: {source}")]
+    #[error(
+        "failed to listen on {addr}: {source}; pass --listen with a free address, such as 127.0.0.1:0 for any free port"
+    )]
     Bind {
         addr: std::net::SocketAddr,
         #[source]
@@ -194,6 +198,7 @@ impl App {
         warn_if_public(&pool);
 
         let db = Db::connect(&config.database_url).await?;
+        db.check_writable().await?;
         log_database(&db, &config.database_url);
 
         let change = reconcile_pool(&db, &pool).await.map_err(StartError::Pool)?;
@@ -511,7 +516,7 @@ async fn open_config_file_backend(
     let completed = db
         .clear_pending_removals()
         .await
-        .map_err(StartError::LoadPeers)?;
+        .map_err(StartError::ClearPendingRemovals)?;
     tracing::info!(
         path = %config.wg_config_path.display(),
         interface = config.wg_interface.as_deref(),

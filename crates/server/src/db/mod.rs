@@ -9,6 +9,7 @@ mod changes;
 mod leases;
 mod peers;
 mod sessions;
+mod sqlite_file;
 mod users;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use peers::{
     insert_pending_removal, release_address, take_lowest_free_address,
 };
 pub use sessions::{SessionRow, delete_session, insert_session, lock_session};
+pub use sqlite_file::{SqliteLocation, sqlite_location};
 pub use users::{NewUserRow, UserRow, insert_user};
 
 /// Connections of the pool; SQLite serializes writers anyway, and PostgreSQL servers
@@ -44,6 +46,40 @@ pub enum DbError {
         "unsupported database URL scheme {scheme:?}; use sqlite://PATH or postgres://USER@HOST/NAME"
     )]
     UnsupportedScheme { scheme: String },
+    #[error(
+        "the database URL {url:?} names no file; pass --database sqlite://PATH, such as sqlite://camwire.db"
+    )]
+    SqliteEmptyPath { url: String },
+    #[error(
+        "the in-memory SQLite database {url:?} cannot be used, because each connection would get its own empty database and every user, session and peer would be lost at exit; pass --database sqlite://PATH with a file, such as sqlite://camwire.db"
+    )]
+    SqliteInMemory { url: String },
+    #[error(
+        "the SQLite database path {} is a directory; pass --database sqlite://PATH with a file, such as sqlite://{}",
+        path.display(),
+        path.join("camwire.db").display()
+    )]
+    SqlitePathIsDirectory { path: PathBuf },
+    #[error(
+        "the directory {} of the SQLite database {} does not exist; create it, or pass --database with a file in an existing directory",
+        directory.display(),
+        path.display()
+    )]
+    SqliteDirectoryMissing { path: PathBuf, directory: PathBuf },
+    #[error(
+        "failed to open the SQLite database {}: {source}; check that this user may read and write the file and its directory",
+        path.display()
+    )]
+    SqliteOpen {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "the SQLite database {} is read-only, but the server writes sessions and peers to it; make the file and its directory writable by this user, and leave mode=ro out of the URL",
+        path.display()
+    )]
+    SqliteReadOnly { path: PathBuf },
     #[error("failed to open the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("failed to apply the database migrations: {0}")]
@@ -101,6 +137,8 @@ impl Table {
 pub struct Db {
     pool: AnyPool,
     kind: DbKind,
+    /// The file of a SQLite database; `None` on PostgreSQL.
+    sqlite_path: Option<PathBuf>,
     /// Queue of this process's SQLite write transactions; see [`Db::lock_writes`].
     writes: Arc<tokio::sync::Mutex<()>>,
 }
@@ -109,14 +147,24 @@ impl Db {
     /// Opens the database at `url` and applies the migrations.
     ///
     /// A SQLite file is created when missing and switched to WAL journaling. The busy
-    /// timeout is sqlx's default of 5 seconds, and foreign keys are enforced.
+    /// timeout is sqlx's default of 5 seconds, and foreign keys are enforced. In-memory
+    /// SQLite databases are rejected, because each pooled connection would get its own.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         let kind = DbKind::of_url(url)?;
         install_default_drivers();
 
+        let sqlite_path = match kind {
+            DbKind::Sqlite => Some(sqlite_file::check_sqlite_url(url)?),
+            DbKind::Postgres => None,
+        };
         let url = match kind {
             DbKind::Sqlite => sqlite_url_creating_file(url),
             DbKind::Postgres => url.to_owned(),
+        };
+        let explain = |error: sqlx::Error, otherwise: fn(sqlx::Error) -> DbError| match &sqlite_path
+        {
+            Some(path) => sqlite_file::explain_write_error(path, error, otherwise),
+            None => otherwise(error),
         };
 
         let pool = AnyPoolOptions::new()
@@ -132,7 +180,10 @@ impl Db {
             })
             .connect(&url)
             .await
-            .map_err(DbError::Connect)?;
+            .map_err(|error| match &sqlite_path {
+                Some(path) => sqlite_file::explain_open_error(path, error),
+                None => DbError::Connect(error),
+            })?;
 
         if kind == DbKind::Sqlite {
             // WAL lets readers go on while a sign-in writes. The mode is stored in the
@@ -140,16 +191,48 @@ impl Db {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .fetch_optional(&pool)
                 .await
-                .map_err(DbError::Configure)?;
+                .map_err(|error| explain(error, DbError::Configure))?;
         }
 
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        let migrated = sqlx::migrate!("./migrations").run(&pool).await;
+        match migrated {
+            Ok(()) => {}
+            Err(sqlx::migrate::MigrateError::Execute(error)) => {
+                return Err(explain(error, |error| DbError::Migrate(error.into())));
+            }
+            Err(error) => return Err(error.into()),
+        }
 
         Ok(Self {
             pool,
             kind,
+            sqlite_path,
             writes: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// Checks that this process may write to a SQLite database, with a write
+    /// transaction that changes nothing. Returns at once on PostgreSQL.
+    ///
+    /// A read-only file or `mode=ro` URL opens and migrates fine when the migrations are
+    /// applied already, so without this check the server would fail later, at its first
+    /// write.
+    pub async fn check_writable(&self) -> Result<(), DbError> {
+        let Some(path) = &self.sqlite_path else {
+            return Ok(());
+        };
+
+        let write = async {
+            let mut transaction = self.pool.begin().await?;
+            sqlx::query("UPDATE peer_generation SET generation = generation WHERE id = 1")
+                .execute(&mut *transaction)
+                .await?;
+            transaction.rollback().await
+        };
+
+        write
+            .await
+            .map_err(|error| sqlite_file::explain_write_error(path, error, DbError::Configure))
     }
 
     /// Queues for this process's turn to write, on SQLite; returns at once on PostgreSQL.
@@ -203,18 +286,12 @@ fn sqlite_url_creating_file(url: &str) -> String {
 }
 
 /// Returns the file of a SQLite URL such as `sqlite://camwire.db` or `sqlite:///var/lib/c.db`,
-/// or `None` for other databases and in-memory SQLite.
+/// or `None` for other databases, in-memory SQLite and URLs without a path.
 pub fn sqlite_file_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
-
-    if path.is_empty() || path.contains(":memory:") {
-        return None;
+    match sqlite_location(url)? {
+        SqliteLocation::File(path) => Some(path),
+        SqliteLocation::Memory | SqliteLocation::Empty => None,
     }
-
-    Some(PathBuf::from(path))
 }
 
 /// Returns the current time as unix seconds, the unit of every time column.

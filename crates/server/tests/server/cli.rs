@@ -713,3 +713,109 @@ async fn peer_id_with_newline_stays_in_one_log_line() {
         "{revoking}"
     );
 }
+
+#[tokio::test]
+async fn start_errors_name_the_path_and_fix() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+    let database_path = dir.path().join("camwire.db");
+    let missing = dir.path().join("missing");
+    let wg_config = dir.path().join("wg0.conf").display().to_string();
+    let added = run(
+        &[
+            "user",
+            "add",
+            "carol",
+            "--database",
+            &database,
+            "--password-stdin",
+        ],
+        "secret\n",
+    )
+    .await;
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("TCP listener");
+    let busy_addr = busy.local_addr().expect("local address").to_string();
+    let cases: [(String, &str, Vec<String>); 7] = [
+        (
+            format!("sqlite://{}", missing.join("c.db").display()),
+            "127.0.0.1:0",
+            vec![
+                format!("the directory {} of the SQLite database", missing.display()),
+                "does not exist; create it".into(),
+            ],
+        ),
+        (
+            format!("sqlite://{}", dir.path().display()),
+            "127.0.0.1:0",
+            vec![format!(
+                "the SQLite database path {} is a directory",
+                dir.path().display()
+            )],
+        ),
+        (
+            format!("{database}?mode=ro"),
+            "127.0.0.1:0",
+            vec![
+                format!(
+                    "the SQLite database {} is read-only",
+                    database_path.display()
+                ),
+                "make the file and its directory writable".into(),
+            ],
+        ),
+        (
+            database.clone(),
+            &busy_addr,
+            vec![
+                format!("failed to listen on {busy_addr}"),
+                "pass --listen with a free address".into(),
+            ],
+        ),
+        (
+            "sqlite://".into(),
+            "127.0.0.1:0",
+            vec!["the database URL \"sqlite://\" names no file".into()],
+        ),
+        (
+            "sqlite://:memory:".into(),
+            "127.0.0.1:0",
+            vec!["in-memory SQLite database".into(), "sqlite://PATH".into()],
+        ),
+        (
+            "sqlite::memory:".into(),
+            "127.0.0.1:0",
+            vec!["in-memory SQLite database".into(), "sqlite://PATH".into()],
+        ),
+    ];
+
+    for (url, listen, expected) in cases {
+        let output = run(
+            &[
+                "serve",
+                "--listen",
+                listen,
+                "--database",
+                &url,
+                "--wg-listen",
+                "127.0.0.1:0",
+                "--wg-config",
+                &wg_config,
+            ],
+            "",
+        )
+        .await;
+
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{url} started");
+        for part in expected {
+            assert!(stderr.contains(&part), "{url}: {part:?} in {stderr}");
+        }
+        assert!(
+            !stderr.contains("failed to read the peers"),
+            "{url}: {stderr}"
+        );
+    }
+    assert!(!missing.exists(), "the missing directory is created");
+    drop(busy);
+}
