@@ -48,7 +48,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct DatabaseArgs {
-    /// Database URL, as for `serve`.
+    /// URL of the server's database, as for `serve`; a missing SQLite file is not created.
     #[arg(long, value_name = "URL", env = "CAMWIRE_DATABASE_URL")]
     database: String,
 }
@@ -352,9 +352,9 @@ async fn user_add(args: UserAddArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens the database and the pool that the servers stored in it.
+/// Opens the existing database and the pool that the servers stored in it.
 async fn open_with_pool(database: &str) -> Result<(Db, AddressPool)> {
-    let db = Db::connect(database)
+    let db = Db::connect_existing(database)
         .await
         .context("failed to open the database")?;
 
@@ -372,7 +372,7 @@ async fn open_with_pool(database: &str) -> Result<(Db, AddressPool)> {
 }
 
 async fn peers_list(args: PeersListArgs) -> Result<()> {
-    let db = Db::connect(&args.database.database)
+    let db = Db::connect_existing(&args.database.database)
         .await
         .context("failed to open the database")?;
 

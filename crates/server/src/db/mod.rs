@@ -80,6 +80,11 @@ pub enum DbError {
         path.display()
     )]
     SqliteReadOnly { path: PathBuf },
+    #[error(
+        "database {} not found; pass --database with the server's database",
+        path.display()
+    )]
+    SqliteNotFound { path: PathBuf },
     #[error("failed to open the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("failed to apply the database migrations: {0}")]
@@ -150,6 +155,17 @@ impl Db {
     /// timeout is sqlx's default of 5 seconds, and foreign keys are enforced. In-memory
     /// SQLite databases are rejected, because each pooled connection would get its own.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
+        Self::open(url, OpenMode::CreateIfMissing).await
+    }
+
+    /// Opens an existing database at `url` as [`Db::connect`] does, but fails with
+    /// [`DbError::SqliteNotFound`] instead of creating a missing SQLite file. The
+    /// `peers` and `pool` commands use it, because they work on what a server stored.
+    pub async fn connect_existing(url: &str) -> Result<Self, DbError> {
+        Self::open(url, OpenMode::MustExist).await
+    }
+
+    async fn open(url: &str, mode: OpenMode) -> Result<Self, DbError> {
         let kind = DbKind::of_url(url)?;
         install_default_drivers();
 
@@ -157,8 +173,15 @@ impl Db {
             DbKind::Sqlite => Some(sqlite_file::check_sqlite_url(url)?),
             DbKind::Postgres => None,
         };
+        if let Some(path) = &sqlite_path
+            && mode == OpenMode::MustExist
+            && !path.exists()
+        {
+            return Err(DbError::SqliteNotFound { path: path.clone() });
+        }
+
         let url = match kind {
-            DbKind::Sqlite => sqlite_url_creating_file(url),
+            DbKind::Sqlite => sqlite_url_with_mode(url, mode),
             DbKind::Postgres => url.to_owned(),
         };
         let explain = |error: sqlx::Error, otherwise: fn(sqlx::Error) -> DbError| match &sqlite_path
@@ -271,8 +294,16 @@ impl Db {
     }
 }
 
-/// Adds `mode=rwc` to a SQLite URL that sets no mode, so that the file is created.
-fn sqlite_url_creating_file(url: &str) -> String {
+/// Handling of a missing SQLite file when a database is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenMode {
+    CreateIfMissing,
+    MustExist,
+}
+
+/// Adds the SQLite open mode of `mode` to a URL that sets none: `mode=rwc` creates a
+/// missing file, `mode=rw` does not.
+fn sqlite_url_with_mode(url: &str, mode: OpenMode) -> String {
     let has_mode = url
         .split_once('?')
         .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")));
@@ -282,7 +313,11 @@ fn sqlite_url_creating_file(url: &str) -> String {
     }
 
     let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}mode=rwc")
+    let mode = match mode {
+        OpenMode::CreateIfMissing => "rwc",
+        OpenMode::MustExist => "rw",
+    };
+    format!("{url}{separator}mode={mode}")
 }
 
 /// Returns the file of a SQLite URL such as `sqlite://camwire.db` or `sqlite:///var/lib/c.db`,
@@ -326,22 +361,41 @@ mod tests {
 
     #[test]
     fn sqlite_url_gets_create_mode() {
+        let create = |url| sqlite_url_with_mode(url, OpenMode::CreateIfMissing);
+
+        assert_eq!(create("sqlite://c.db"), "sqlite://c.db?mode=rwc");
         assert_eq!(
-            sqlite_url_creating_file("sqlite://c.db"),
-            "sqlite://c.db?mode=rwc"
-        );
-        assert_eq!(
-            sqlite_url_creating_file("sqlite://c.db?cache=shared"),
+            create("sqlite://c.db?cache=shared"),
             "sqlite://c.db?cache=shared&mode=rwc"
         );
-        assert_eq!(
-            sqlite_url_creating_file("sqlite://c.db?mode=ro"),
-            "sqlite://c.db?mode=ro"
+        assert_eq!(create("sqlite://c.db?mode=ro"), "sqlite://c.db?mode=ro");
+        assert_eq!(create("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[test]
+    fn sqlite_url_of_existing_file_gets_write_mode() {
+        let existing = |url| sqlite_url_with_mode(url, OpenMode::MustExist);
+
+        assert_eq!(existing("sqlite://c.db"), "sqlite://c.db?mode=rw");
+        assert_eq!(existing("sqlite://c.db?mode=ro"), "sqlite://c.db?mode=ro");
+    }
+
+    #[tokio::test]
+    async fn existing_database_is_not_created() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("c.db");
+        let url = format!("sqlite://{}", path.display());
+
+        let missing = Db::connect_existing(&url).await;
+        let created = Db::connect(&url).await;
+        let reopened = Db::connect_existing(&url).await;
+
+        assert!(
+            matches!(&missing, Err(DbError::SqliteNotFound { path: reported }) if *reported == path),
+            "{missing:?}"
         );
-        assert_eq!(
-            sqlite_url_creating_file("sqlite::memory:"),
-            "sqlite::memory:"
-        );
+        assert!(created.is_ok(), "{created:?}");
+        assert!(reopened.is_ok(), "{reopened:?}");
     }
 
     #[test]

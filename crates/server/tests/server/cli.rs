@@ -536,6 +536,19 @@ async fn peers_commands_list_revoke_and_show_pool(database: Database) {
 async fn pool_command_needs_a_started_database() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let database = database_url(dir.path());
+    let added = run(
+        &[
+            "user",
+            "add",
+            "carol",
+            "--database",
+            &database,
+            "--password-stdin",
+        ],
+        "secret\n",
+    )
+    .await;
+    assert!(added.status.success(), "{}", text(&added.stderr));
 
     let output = run(&["pool", "--database", &database], "").await;
 
@@ -545,6 +558,34 @@ async fn pool_command_needs_a_started_database() {
         "{}",
         text(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn inspecting_commands_do_not_create_a_database() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("camwire.db");
+    let database = database_url(dir.path());
+
+    for arguments in [
+        vec!["peers", "list", "--database", &database],
+        vec!["peers", "list", "--json", "--database", &database],
+        vec!["peers", "revoke", "some-id", "--database", &database],
+        vec!["pool", "--database", &database],
+    ] {
+        let output = run(&arguments, "").await;
+
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{arguments:?}");
+        assert!(
+            stderr.contains(&format!(
+                "database {} not found; pass --database with the server's database",
+                path.display()
+            )),
+            "{arguments:?}: {stderr}"
+        );
+        assert!(!text(&output.stdout).contains("0 peers"), "{arguments:?}");
+        assert!(!path.exists(), "{arguments:?} created the database");
+    }
 }
 
 /// Returns `serve --listen 127.0.0.1:0 --database DATABASE EXTRA...`.
