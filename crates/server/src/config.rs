@@ -29,6 +29,10 @@ pub const DEFAULT_WG_ENDPOINT: &str = "127.0.0.1:51820";
 pub const HTTP_FORWARD_PORT: u16 = 80;
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(86_400);
 
+/// Longest accepted lifetime of an access token: 365 days. It keeps every expiry time a
+/// valid date, and a stolen token stops working within a year.
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(365 * 86_400);
+
 /// Idle time without a handshake after which the sweeper reclaims a peer.
 pub const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(86_400);
 
@@ -159,6 +163,12 @@ impl ServerConfig {
             return Err(ConfigError::ZeroSessionTtl);
         }
 
+        if self.session_ttl > MAX_SESSION_TTL {
+            return Err(ConfigError::SessionTtlTooLong {
+                seconds: self.session_ttl.as_secs(),
+            });
+        }
+
         for (option, value) in [
             ("--lease-time", self.lease_time),
             ("--sweep-interval", self.sweep_interval),
@@ -248,6 +258,11 @@ pub enum ConfigError {
     InvalidEndpoint { value: String },
     #[error("the session lifetime must be at least 1 second")]
     ZeroSessionTtl,
+    #[error(
+        "--session-ttl {seconds} is longer than the maximum of {} seconds (365 days); pass a shorter session lifetime, such as 86400 for a day",
+        MAX_SESSION_TTL.as_secs()
+    )]
+    SessionTtlTooLong { seconds: u64 },
     #[error("{option} must be greater than zero")]
     ZeroDuration { option: &'static str },
     #[error(
@@ -637,6 +652,25 @@ mod tests {
                 option: "--sweep-interval"
             }
         );
+    }
+
+    #[test]
+    fn session_ttl_is_bounded_at_365_days() {
+        let mut longest = ServerConfig::new("sqlite://c.db");
+        longest.session_ttl = MAX_SESSION_TTL;
+        let mut too_long = ServerConfig::new("sqlite://c.db");
+        too_long.session_ttl = Duration::from_secs(99_999_999_999_999);
+
+        let error = too_long.validate().expect_err("too long");
+
+        assert!(longest.validate().is_ok());
+        assert_eq!(
+            error,
+            ConfigError::SessionTtlTooLong {
+                seconds: 99_999_999_999_999
+            }
+        );
+        assert!(error.to_string().contains("31536000 seconds"), "{error}");
     }
 
     #[test]

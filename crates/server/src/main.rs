@@ -124,7 +124,7 @@ struct ServeArgs {
     #[arg(long, value_name = "PORT=HOST:PORT", value_parser = parse_forward_arg)]
     forward: Vec<Forward>,
 
-    /// Lifetime of an access token, in seconds.
+    /// Lifetime of an access token, in seconds; at most 31536000 (365 days).
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     session_ttl: u64,
 

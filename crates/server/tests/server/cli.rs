@@ -860,3 +860,35 @@ async fn start_errors_name_the_path_and_fix() {
     assert!(!missing.exists(), "the missing directory is created");
     drop(busy);
 }
+
+#[tokio::test]
+async fn session_ttl_over_a_year_is_rejected() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+
+    let output = run(
+        &serve_arguments(
+            &database,
+            &[
+                "--wg-listen",
+                "127.0.0.1:0",
+                "--session-ttl",
+                "99999999999999",
+            ],
+        ),
+        "",
+    )
+    .await;
+
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--session-ttl 99999999999999 is longer than the maximum"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("365 days"), "{stderr}");
+    assert!(
+        !dir.path().join("camwire.db").exists(),
+        "the database is created"
+    );
+}
