@@ -85,6 +85,15 @@ pub enum DbError {
         path.display()
     )]
     SqliteNotFound { path: PathBuf },
+    #[error(
+        "failed to create the SQLite database {}: {source}; check that this user may write to its directory",
+        path.display()
+    )]
+    SqliteCreate {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to open the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("failed to apply the database migrations: {0}")]
@@ -151,9 +160,10 @@ pub struct Db {
 impl Db {
     /// Opens the database at `url` and applies the migrations.
     ///
-    /// A SQLite file is created when missing and switched to WAL journaling. The busy
-    /// timeout is sqlx's default of 5 seconds, and foreign keys are enforced. In-memory
-    /// SQLite databases are rejected, because each pooled connection would get its own.
+    /// A SQLite file is created when missing, with access for its owner only on Unix,
+    /// and switched to WAL journaling. The busy timeout is [`SQLITE_BUSY_TIMEOUT_MS`], and
+    /// foreign keys are enforced. In-memory SQLite databases are rejected, because each
+    /// pooled connection would get its own.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         Self::open(url, OpenMode::CreateIfMissing).await
     }
@@ -173,11 +183,17 @@ impl Db {
             DbKind::Sqlite => Some(sqlite_file::check_sqlite_url(url)?),
             DbKind::Postgres => None,
         };
-        if let Some(path) = &sqlite_path
-            && mode == OpenMode::MustExist
-            && !path.exists()
-        {
-            return Err(DbError::SqliteNotFound { path: path.clone() });
+        if let Some(path) = &sqlite_path {
+            match mode {
+                OpenMode::MustExist if !path.exists() => {
+                    return Err(DbError::SqliteNotFound { path: path.clone() });
+                }
+                OpenMode::MustExist => {}
+                OpenMode::CreateIfMissing if !sets_sqlite_mode(url) => {
+                    sqlite_file::create_private_file(path)?;
+                }
+                OpenMode::CreateIfMissing => {}
+            }
         }
 
         let url = match kind {
@@ -304,11 +320,7 @@ enum OpenMode {
 /// Adds the SQLite open mode of `mode` to a URL that sets none: `mode=rwc` creates a
 /// missing file, `mode=rw` does not.
 fn sqlite_url_with_mode(url: &str, mode: OpenMode) -> String {
-    let has_mode = url
-        .split_once('?')
-        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")));
-
-    if has_mode || url.contains(":memory:") {
+    if sets_sqlite_mode(url) || url.contains(":memory:") {
         return url.to_owned();
     }
 
@@ -318,6 +330,12 @@ fn sqlite_url_with_mode(url: &str, mode: OpenMode) -> String {
         OpenMode::MustExist => "rw",
     };
     format!("{url}{separator}mode={mode}")
+}
+
+/// Tells whether a SQLite URL sets its open mode, as `mode=ro` does.
+fn sets_sqlite_mode(url: &str) -> bool {
+    url.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("mode=")))
 }
 
 /// Returns the file of a SQLite URL such as `sqlite://camwire.db` or `sqlite:///var/lib/c.db`,

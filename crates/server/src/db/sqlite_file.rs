@@ -1,5 +1,6 @@
-//! The file behind a SQLite URL: parsing it, and checks that turn SQLite's terse open
-//! and write errors into messages that name the path and the fix.
+//! The file behind a SQLite URL: parsing the URL, creating the file with owner-only
+//! access, and turning SQLite's terse open and write errors into messages that name the
+//! path and the fix.
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,44 @@ pub(super) fn check_sqlite_url(url: &str) -> Result<PathBuf, DbError> {
     Ok(path)
 }
 
+/// Mode of a new SQLite file on Unix: read and write for the owner only, because the
+/// database contains password hashes. SQLite gives its `-wal` and `-shm` files the
+/// same mode as the database file.
+pub const SQLITE_FILE_MODE: u32 = 0o600;
+
+/// Creates an empty SQLite file at `path` with mode [`SQLITE_FILE_MODE`] on Unix, unless
+/// the file exists; SQLite takes an empty file as an empty database. On other systems
+/// it does nothing, and SQLite creates the file.
+pub(super) fn create_private_file(path: &Path) -> Result<(), DbError> {
+    let created = create_new_private(path);
+
+    match created {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(DbError::SqliteCreate {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(unix)]
+fn create_new_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(SQLITE_FILE_MODE)
+        .open(path)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_new_private(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Maps an error of opening the SQLite file at `path` to the one that names the path.
 pub(super) fn explain_open_error(path: &Path, error: sqlx::Error) -> DbError {
     if sqlite_code(&error) == Some(SQLITE_CANTOPEN) {
@@ -136,6 +175,30 @@ mod tests {
         for url in ["sqlite://", "sqlite:", "sqlite://?mode=rwc"] {
             assert_eq!(sqlite_location(url), Some(SqliteLocation::Empty), "{url}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_file_is_private_and_existing_file_is_kept() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("c.db");
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("file exists")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+
+        create_private_file(&path).expect("file is created");
+        let created_mode = mode(&path);
+        std::fs::write(&path, b"data").expect("file is writable");
+        create_private_file(&path).expect("an existing file is fine");
+
+        assert_eq!(created_mode, 0o600);
+        assert_eq!(std::fs::read(&path).expect("file is readable"), b"data");
     }
 
     #[test]

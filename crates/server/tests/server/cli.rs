@@ -892,3 +892,22 @@ async fn session_ttl_over_a_year_is_rejected() {
         "the database is created"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = database_url(dir.path());
+    let wg_config = dir.path().join("wg0.conf");
+
+    let server = ServerProcess::spawn(&database, &wg_config, &[]).await;
+
+    for name in ["camwire.db", "camwire.db-wal", "camwire.db-shm", "wg0.conf"] {
+        let metadata = std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|error| panic!("{name}: {error}\n{}", server.log()));
+        let mode = format!("{:o}", metadata.permissions().mode() & 0o777);
+        assert_eq!(mode, "600", "{name}");
+    }
+}
