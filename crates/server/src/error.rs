@@ -154,6 +154,15 @@ pub fn violated_constraint(error: &sqlx::Error) -> Option<String> {
 }
 
 impl Error {
+    /// Returns the text for the server's log: the cause of an internal error, with its
+    /// sources, which the client-facing message hides, or the message of other errors.
+    pub fn log_text(&self) -> String {
+        match self {
+            Error::Internal(detail) => error_chain(detail),
+            other => other.to_string(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::MalformedRequest(_) | Error::InvalidPublicKey(_) => StatusCode::BAD_REQUEST,
@@ -202,8 +211,8 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if let Error::Internal(detail) = &self {
-            tracing::error!(error = %error_chain(detail), "request failed with an internal error");
+        if let Error::Internal(_) = &self {
+            tracing::error!(error = %self.log_text(), "request failed with an internal error");
         }
 
         let status = self.status();
@@ -298,6 +307,18 @@ mod tests {
 
         assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!error.to_string().contains("SELECT"), "{error}");
+    }
+
+    #[test]
+    fn log_text_shows_the_internal_cause() {
+        let internal = Error::from(sqlx::Error::Protocol("disk I/O error".into()));
+        let conflict = Error::NotConfigured;
+
+        assert_eq!(
+            internal.log_text(),
+            "database error: encountered unexpected or invalid data: disk I/O error"
+        );
+        assert_eq!(conflict.log_text(), conflict.to_string());
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub async fn sweep_once(
             Ok(SweepStep::Nothing) => {}
             Err(error) => tracing::warn!(
                 action = ?action_name(&action),
-                error = %error,
+                error = %error.log_text(),
                 "sweep action failed; the next sweep tries again"
             ),
         }
@@ -356,7 +356,7 @@ pub fn spawn(
                 Ok(summary) if summary == SweepSummary::default() => {}
                 Ok(summary) => tracing::debug!(?summary, "sweep finished"),
                 Err(error) => {
-                    tracing::warn!(error = %error_chain(&error), "sweep failed; retrying at the next interval")
+                    tracing::warn!(error = %error.log_text(), "sweep failed; retrying at the next interval")
                 }
             }
         }

@@ -7,13 +7,15 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
 
-use camwire_api::CleanupStatus;
+use camwire_api::{CleanupStatus, Role};
 use camwire_server::backend::{MemoryBackend, PeerBackend};
 use camwire_server::config::BackendChoice;
+use camwire_server::db::Db;
 use camwire_server::metrics::sample_value;
 use camwire_tunnel::PublicKey;
 
-use crate::common::{Database, TestServer, expect_error, new_public_key, wait_until};
+use crate::common::{Database, TestServer, create_user, expect_error, new_public_key, wait_until};
+use crate::process::{self, ServerProcess};
 
 /// Upper bound for the sweeper to act: many sweep intervals, so that a loaded machine
 /// does not fail the test.
@@ -169,4 +171,46 @@ async fn sweeper_retries_failed_removal(database: Database) {
     assert!(still_in_file);
     assert!(retried, "the pending removal was not retried");
     assert!(!server.wg_config_text().contains(&key_text));
+}
+
+#[tokio::test]
+async fn failed_sweep_retry_logs_the_cause() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = format!("sqlite://{}", dir.path().join("camwire.db").display());
+    let db = Db::connect(&database).await.expect("database opens");
+    let password = create_user(&db, "alice", Role::User).await;
+    db.close().await;
+    let wg_config = dir.path().join("wg0.conf");
+    let arguments = ["--sweep-interval", "1", "--resync-interval", "3600"];
+    let server = ServerProcess::spawn(&database, &wg_config, &arguments).await;
+    let http = reqwest::Client::new();
+    let token = process::login(&http, &server.url, "alice", &password)
+        .await
+        .expect("signed in");
+    process::register(&http, &server.url, &token, &new_public_key())
+        .await
+        .expect("registered");
+    // A directory in place of the config file's temporary file fails every write.
+    std::fs::create_dir(dir.path().join(".wg0.conf.tmp")).expect("blocking directory");
+
+    process::logout(&http, &server.url, &token)
+        .await
+        .expect("signed out");
+    let logged = wait_until(SWEEP_DEADLINE, || async {
+        server.log().contains("sweep action failed")
+    })
+    .await;
+
+    assert!(logged, "no failed sweep action in:\n{}", server.log());
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("sweep action failed"))
+        .expect("the line exists");
+    assert!(line.contains("action=\"retry_removal\""), "{line}");
+    assert!(
+        line.contains("failed to write the WireGuard config"),
+        "{line}"
+    );
+    assert!(!line.contains("internal server error"), "{line}");
 }
