@@ -378,7 +378,9 @@ async fn peers_list(args: PeersListArgs) -> Result<()> {
 
     let result = admin::list_peers(&db, None, None).await;
     db.close().await;
-    let list = result.context("failed to list the peers")?;
+    let list = result
+        .map_err(command_error)
+        .context("failed to list the peers")?;
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -430,7 +432,9 @@ async fn peers_revoke(args: PeersRevokeArgs) -> Result<()> {
 
     let result = admin::revoke_peer(&context, &args.id).await;
     db.close().await;
-    let revoked = result.with_context(|| format!("failed to revoke the peer {}", args.id))?;
+    let revoked = result
+        .map_err(command_error)
+        .with_context(|| format!("failed to revoke the peer {}", args.id))?;
 
     let address = revoked
         .wireguard
@@ -448,7 +452,9 @@ async fn pool(args: DatabaseArgs) -> Result<()> {
 
     let result = admin::pool_status(&db, &pool).await;
     db.close().await;
-    let status = result.context("failed to read the pool")?;
+    let status = result
+        .map_err(command_error)
+        .context("failed to read the pool")?;
 
     let lowest = status
         .lowest_free
@@ -459,6 +465,19 @@ async fn pool(args: DatabaseArgs) -> Result<()> {
     println!("free {}", status.free);
     println!("lowest_free {lowest}");
     Ok(())
+}
+
+/// Converts an error of the API's logic into one for the command line: the cause of an
+/// internal error instead of the text for HTTP clients, and commands in place of routes.
+fn command_error(error: camwire_server::Error) -> anyhow::Error {
+    match error {
+        camwire_server::Error::PeerNotFound { id } => {
+            anyhow::anyhow!(
+                "no peer with the id {id:?}; `camwire-server peers list` lists the peers"
+            )
+        }
+        other => anyhow::anyhow!(other.log_text()),
+    }
 }
 
 /// Reads the first line of stdin without its line ending.

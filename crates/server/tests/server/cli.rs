@@ -524,11 +524,17 @@ async fn peers_commands_list_revoke_and_show_pool(database: Database) {
     assert_eq!(free.first(), Some(&Ipv4Addr::new(10, 13, 0, 2)));
 
     let unknown = run(&["peers", "revoke", "no-such-peer", "--database", &url], "").await;
+    let unknown_stderr = text(&unknown.stderr);
     assert!(!unknown.status.success());
     assert!(
-        text(&unknown.stderr).contains("no peer with the id \"no-such-peer\""),
-        "{}",
-        text(&unknown.stderr)
+        unknown_stderr.contains(
+            "no peer with the id \"no-such-peer\"; `camwire-server peers list` lists the peers"
+        ),
+        "{unknown_stderr}"
+    );
+    assert!(
+        !unknown_stderr.contains("GET /admin/peers"),
+        "{unknown_stderr}"
     );
 }
 
