@@ -112,7 +112,7 @@ impl ServerProcess {
         }
     }
 
-    /// Starts the server again on the same port and files; demo passwords change.
+    /// Starts the server again on the same port and files; demo users keep their passwords.
     pub async fn restart(&mut self) -> Result<()> {
         self.stop().await;
         self.launch().await
