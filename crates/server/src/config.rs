@@ -33,6 +33,10 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(86_400);
 /// valid date, and a stolen token stops working within a year.
 pub const MAX_SESSION_TTL: Duration = Duration::from_secs(365 * 86_400);
 
+/// Longest accepted lease time, sweep, resynchronization or request timeout: 365 days, so
+/// that every deadline computed from them is a valid date.
+pub const MAX_DURATION: Duration = MAX_SESSION_TTL;
+
 /// Idle time without a handshake after which the sweeper reclaims a peer.
 pub const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(86_400);
 
@@ -178,6 +182,12 @@ impl ServerConfig {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { option });
             }
+            if value > MAX_DURATION {
+                return Err(ConfigError::DurationTooLong {
+                    option,
+                    seconds: value.as_secs(),
+                });
+            }
         }
 
         if let Some(interface) = &self.wg_interface
@@ -265,6 +275,11 @@ pub enum ConfigError {
     SessionTtlTooLong { seconds: u64 },
     #[error("{option} must be greater than zero")]
     ZeroDuration { option: &'static str },
+    #[error(
+        "{option} {seconds} is longer than the maximum of {} seconds (365 days); pass a shorter time",
+        MAX_DURATION.as_secs()
+    )]
+    DurationTooLong { option: &'static str, seconds: u64 },
     #[error(
         "invalid WireGuard interface name {value:?}; expected 1 to 15 letters, digits, '_', '-' or '.', such as wg0"
     )]
@@ -650,6 +665,25 @@ mod tests {
             error,
             ConfigError::ZeroDuration {
                 option: "--sweep-interval"
+            }
+        );
+    }
+
+    #[test]
+    fn lease_time_is_bounded_at_365_days() {
+        let mut longest = ServerConfig::new("sqlite://c.db");
+        longest.lease_time = MAX_DURATION;
+        let mut too_long = ServerConfig::new("sqlite://c.db");
+        too_long.lease_time = Duration::from_secs(99_999_999_999_999);
+
+        let error = too_long.validate().expect_err("too long");
+
+        assert!(longest.validate().is_ok());
+        assert_eq!(
+            error,
+            ConfigError::DurationTooLong {
+                option: "--lease-time",
+                seconds: 99_999_999_999_999
             }
         );
     }

@@ -127,19 +127,4 @@ impl Db {
 
         rows.iter().map(UserRow::from_row).collect()
     }
-
-    /// Replaces a user's password hash; returns whether the user exists.
-    pub async fn set_password_hash(
-        &self,
-        user_id: &str,
-        password_hash: &str,
-    ) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(password_hash)
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-
-        Ok(result.rows_affected() == 1)
-    }
 }
