@@ -30,6 +30,10 @@ pub const STORE_FILE: &str = "credentials.json";
 /// Default timeout of the page waits.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(15);
 
+/// Time that the app is given to open its window when a WebDriver session starts; a debug
+/// build opens it within a few seconds, more on a loaded machine.
+pub const SESSION_START_WAIT: Duration = Duration::from_secs(60);
+
 /// One running app instance and the WebDriver session that controls it.
 pub struct AppSession {
     driver: Option<GroupChild>,
@@ -97,10 +101,19 @@ impl AppSession {
         });
         let capabilities = capabilities.as_object().cloned().unwrap_or_default();
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{port}"))
+        let url = format!("http://127.0.0.1:{port}");
+        let mut builder = ClientBuilder::new(connector);
+        builder.capabilities(capabilities);
+        let connecting = builder.connect(&url);
+        // An app that dies in its set-up leaves WebKitWebDriver waiting for a window forever.
+        let client = tokio::time::timeout(SESSION_START_WAIT, connecting)
             .await
+            .with_context(|| {
+                format!(
+                    "the app opened no window within {SESSION_START_WAIT:?}; it may have failed at start, see {}",
+                    session.log.display()
+                )
+            })?
             .with_context(|| format!("failed to start a WebDriver session; see {}", session.log.display()))?;
         session.client = Some(client);
         Ok(session)
