@@ -7,6 +7,7 @@
 
 mod key;
 mod secret;
+mod validate;
 
 use std::net::Ipv4Addr;
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use key::{KEY_LEN, KeyError, fingerprint, parse_key};
 pub use secret::{AccessToken, Password};
+pub use validate::{InvalidField, MAX_HOST_CHARS, MAX_USER_FIELD_CHARS};
 
 /// Version of the wire contract that these types describe.
 pub const API_VERSION: u32 = 1;

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use camwire_api::{Password, error_code};
+use camwire_api::{InvalidField, Password, User, error_code};
 use camwire_tunnel::PrivateKey;
 
 use crate::report::{ServerOutcome, SignOutReport, StoreOutcome, TunnelOutcome};
 use crate::supervisor::{ChangeNotifier, TunnelSupervisor, TunnelWatch};
 use crate::{
-    ApiClient, ApiError, CredentialStore, Credentials, Profile, TunnelSettings, TunnelStatus,
+    ApiClient, ApiError, CredentialStore, Credentials, Profile, Route, TunnelSettings, TunnelStatus,
 };
 
 /// A session on one server: the API client, the access token, the device key, the profile and
@@ -69,6 +69,17 @@ pub enum SignInError {
         #[source]
         source: ApiError,
     },
+
+    /// A reply parsed, but a value in it cannot be used or is out of bounds, such as an
+    /// endpoint without a port or a 900 KB display name. Nothing of it was stored.
+    #[error(
+        "the server sent an invalid reply while {step}: {error}; contact the server's operator"
+    )]
+    InvalidReply {
+        step: SignInStep,
+        #[source]
+        error: InvalidField,
+    },
 }
 
 impl SignInError {
@@ -122,7 +133,14 @@ impl Session {
             .await
             .map_err(|error| SignInError::from_step(SignInStep::Login, error))?;
         let token = login.access_token;
-        tracing::info!(user_id = %login.user.id, server = %api.server(), "signed in; requesting a VPN address");
+        if let Err(error) = login.user.validate() {
+            log_out_half_made(&api, &token, SignInStep::Login).await;
+            return Err(SignInError::InvalidReply {
+                step: SignInStep::Login,
+                error,
+            });
+        }
+        tracing::info!(user_id = ?login.user.id, server = %api.server(), "signed in; requesting a VPN address");
 
         let private_key = PrivateKey::generate();
         let public_key = private_key.public_key();
@@ -134,8 +152,15 @@ impl Session {
                 return Err(SignInError::from_step(SignInStep::RegisterKey, error));
             }
         };
+        if let Err(error) = wireguard.validate() {
+            log_out_half_made(&api, &token, SignInStep::RegisterKey).await;
+            return Err(SignInError::InvalidReply {
+                step: SignInStep::RegisterKey,
+                error,
+            });
+        }
         tracing::info!(
-            user_id = %login.user.id,
+            user_id = ?login.user.id,
             key = %public_key.fingerprint(),
             address = %wireguard.address,
             "received a VPN address"
@@ -148,6 +173,13 @@ impl Session {
                 return Err(SignInError::from_step(SignInStep::FetchProfile, error));
             }
         };
+        if let Err(error) = validate_profile(&user, &login.user.id) {
+            log_out_half_made(&api, &token, SignInStep::FetchProfile).await;
+            return Err(SignInError::InvalidReply {
+                step: SignInStep::FetchProfile,
+                error,
+            });
+        }
 
         let credentials = Credentials {
             server_url: api.server().clone(),
@@ -260,7 +292,8 @@ impl Session {
     ///
     /// When the server still accepts the token but no longer has an allocation for it (the
     /// lease lapsed while the device was offline), this requests a new one with a new key.
-    /// Network and server failures return `Err` and leave the session as it was.
+    /// Network and server failures, and replies that fail the checks of sign-in, return `Err`
+    /// and leave the session as it was.
     pub async fn confirm(&mut self) -> Result<Confirmation, ApiError> {
         let token = &self.credentials.access_token;
 
@@ -274,7 +307,7 @@ impl Session {
             Ok(wireguard) => (wireguard, None),
             Err(error) if error.is_unauthorized() => return Ok(Confirmation::Expired),
             Err(error) if error.code() == Some(error_code::NOT_CONFIGURED) => {
-                tracing::info!(user_id = %user.id, "the server has no VPN address for this session any more; requesting a new one");
+                tracing::info!(user_id = ?user.id, "the server has no VPN address for this session any more; requesting a new one");
                 let private_key = PrivateKey::generate();
                 match self
                     .api
@@ -288,6 +321,20 @@ impl Session {
             }
             Err(error) => return Err(error),
         };
+
+        validate_profile(&user, &self.credentials.profile.user.id).map_err(|error| {
+            ApiError::InvalidReply {
+                route: Route::ME,
+                error,
+            }
+        })?;
+        let route = match new_key {
+            Some(_) => Route::REGISTER_KEY,
+            None => Route::WIREGUARD_CONFIG,
+        };
+        wireguard
+            .validate()
+            .map_err(|error| ApiError::InvalidReply { route, error })?;
 
         let profile = Profile { user, wireguard };
         let changed = new_key.is_some() || profile != self.credentials.profile;
@@ -313,16 +360,21 @@ impl Session {
         let server = ServerOutcome::from_logout_result(result);
         match &server {
             ServerOutcome::Confirmed { .. } => {
-                tracing::info!(%user_id, server = %server_url, "the server confirmed the sign-out")
+                tracing::info!(?user_id, server = %server_url, "the server confirmed the sign-out")
             }
             other => {
-                tracing::warn!(%user_id, server = %server_url, outcome = other.kind(), ?other, "the server did not confirm the sign-out; signing out locally")
+                tracing::warn!(?user_id, server = %server_url, outcome = other.kind(), ?other, "the server did not confirm the sign-out; signing out locally")
             }
         }
 
         // Step 4: stop the tunnel: its tasks end, its sockets close, its key is wiped.
         let tunnel = self.stop_tunnel().await;
-        tracing::info!(%user_id, outcome = tunnel.kind(), ?tunnel, "stopped the tunnel");
+        tracing::info!(
+            ?user_id,
+            outcome = tunnel.kind(),
+            ?tunnel,
+            "stopped the tunnel"
+        );
 
         // Step 5: clear the stored credentials and persist that.
         let store = match store.clear() {
@@ -349,10 +401,25 @@ impl Session {
     /// Logs out a session that will not be used, such as one whose credentials could not be
     /// saved, and reports the server's reply in the log only.
     pub async fn abandon(self, reason: &str) {
-        tracing::warn!(user_id = %self.credentials.profile.user.id, reason, "abandoning the new session");
+        tracing::warn!(user_id = ?self.credentials.profile.user.id, reason, "abandoning the new session");
         let result = self.api.logout(&self.credentials.access_token).await;
         log_abandon_result(&result);
     }
+}
+
+/// Checks the profile from `GET /me`: its texts, and that it names the signed-in user, whose id
+/// `POST /login` returned.
+fn validate_profile(user: &User, signed_in_user_id: &str) -> Result<(), InvalidField> {
+    user.validate()?;
+
+    if user.id != signed_in_user_id {
+        return Err(InvalidField::new(
+            "id",
+            &user.id,
+            format!("differs from the id {signed_in_user_id:?} of the signed-in user"),
+        ));
+    }
+    Ok(())
 }
 
 /// Logs out the half-made session of a failed sign-in, bounded by the logout timeout.
@@ -372,5 +439,60 @@ fn log_abandon_result(result: &Result<camwire_api::LogoutResponse, ApiError>) {
         Err(error) => {
             tracing::warn!(%error, "could not end the abandoned session; the server reclaims it when it expires")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use camwire_api::Role;
+
+    use super::*;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.to_owned(),
+            username: "alice".to_owned(),
+            display_name: "Alice".to_owned(),
+            email: "alice@example.com".to_owned(),
+            role: Role::User,
+        }
+    }
+
+    #[test]
+    fn profile_of_signed_in_user_passes() {
+        assert_eq!(validate_profile(&user("id-alice"), "id-alice"), Ok(()));
+    }
+
+    #[test]
+    fn profile_of_another_user_is_rejected() {
+        let error = validate_profile(&user("id-mallory"), "id-alice").expect_err("other user");
+
+        assert_eq!(error.field, "id");
+        assert_eq!(error.value, "id-mallory");
+        assert!(error.reason.contains("\"id-alice\""), "{error}");
+    }
+
+    #[test]
+    fn invalid_profile_text_is_rejected_first() {
+        let mut profile = user("id-alice");
+        profile.display_name = "x".repeat(900_000);
+
+        let error = validate_profile(&profile, "id-alice").expect_err("too long");
+
+        assert_eq!(error.field, "display_name");
+    }
+
+    #[test]
+    fn invalid_reply_error_names_step_field_and_operator() {
+        let error = SignInError::InvalidReply {
+            step: SignInStep::RegisterKey,
+            error: InvalidField::new("endpoint", "vpn.example.com", "expected host:port"),
+        };
+
+        assert_eq!(
+            error.to_string(),
+            "the server sent an invalid reply while requesting a VPN address: invalid endpoint \
+             \"vpn.example.com\": expected host:port; contact the server's operator"
+        );
     }
 }

@@ -126,7 +126,7 @@ impl TunnelSupervisor {
                 (slot, Schedule::running(&settings, now), None)
             }
             Err(message) => {
-                tracing::warn!(key = %public_key.fingerprint(), endpoint = %config.endpoint, error = %message, "the tunnel could not start; trying again later");
+                tracing::warn!(key = %public_key.fingerprint(), endpoint = ?config.endpoint, error = ?message, "the tunnel could not start; trying again later");
                 let slot = Slot {
                     tunnel: None,
                     start_error: Some((message, 1)),

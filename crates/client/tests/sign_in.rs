@@ -1,13 +1,14 @@
-//! Sign-in: the happy path, half-made sessions that must be logged out again, hostile replies.
+//! Sign-in: the happy path, half-made sessions that must be logged out again, hostile replies,
+//! and the same checks of replies when a saved session is confirmed.
 
 mod support;
 
 use std::sync::Arc;
 
-use camwire_api::Password;
+use camwire_api::{Password, WireguardConfig};
 use camwire_client::{
-    ApiError, Controller, ControllerError, JsonFileStore, Phase, Session, SignInError, SignInStep,
-    UnreachableReason,
+    ApiError, Confirmation, Controller, ControllerError, JsonFileStore, Phase, Route, Session,
+    SignInError, SignInStep, UnreachableReason,
 };
 use support::{Behavior, Counters, FakeCamwire, RawReplyServer};
 
@@ -345,4 +346,230 @@ async fn rate_limit_passes_server_message() {
         }
     );
     assert!(error.to_string().contains("retry in 30 s"), "{error}");
+}
+
+/// Signs in through a controller with a file store, expects an invalid reply, and checks that
+/// the half-made session was logged out and nothing was stored.
+async fn sign_in_rejecting_reply(behavior: Behavior) -> SignInError {
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    server.set_behavior(behavior);
+    let folder = tempfile::tempdir().expect("temporary folder");
+    let path = folder.path().join("credentials.json");
+    let controller = Controller::new(Arc::new(JsonFileStore::new(&path)), support::options());
+    controller.resume().await;
+
+    let error = controller
+        .sign_in(&server.url, "alice", password())
+        .await
+        .expect_err("the reply is invalid");
+
+    let ControllerError::SignIn(error) = error else {
+        panic!("expected a sign-in error, got {error:?}");
+    };
+    let text = error.to_string();
+    assert!(
+        text.starts_with("the server sent an invalid reply while"),
+        "{text}"
+    );
+    assert!(text.ends_with("contact the server's operator"), "{text}");
+    assert!(text.len() < 600, "the message is {} bytes", text.len());
+    assert_eq!(
+        Counters::get(&server.counters().logout),
+        1,
+        "the half-made session was not logged out"
+    );
+    assert_eq!(server.live_sessions(), 0);
+    assert!(!path.exists(), "a failed sign-in wrote the store");
+    assert_eq!(controller.snapshot().phase, Phase::SignedOut);
+    assert_eq!(controller.snapshot().profile, None);
+    error
+}
+
+#[track_caller]
+fn assert_invalid_field(error: &SignInError, expected_step: SignInStep, expected_field: &str) {
+    let SignInError::InvalidReply { step, error: field } = error else {
+        panic!("expected an invalid reply, got {error:?}");
+    };
+    assert_eq!(*step, expected_step, "{error}");
+    assert_eq!(field.field, expected_field, "{error}");
+}
+
+/// A change that the fake server makes to the WireGuard configs it sends.
+type ConfigPatch = fn(&mut WireguardConfig);
+
+#[tokio::test]
+async fn unusable_wireguard_config_is_not_stored() {
+    let cases: [(ConfigPatch, &str); 9] = [
+        (
+            |config| config.endpoint = format!("{}:51820", "a".repeat(800_000)),
+            "endpoint",
+        ),
+        (
+            |config| config.endpoint = "127.0.0.1".to_owned(),
+            "endpoint",
+        ),
+        (
+            |config| config.endpoint = "127.0.0.1:0".to_owned(),
+            "endpoint",
+        ),
+        (
+            |config| config.server_public_key = "AAAA".to_owned(),
+            "server_public_key",
+        ),
+        (
+            |config| config.address = "0.0.0.0/32".parse().expect("valid network"),
+            "address",
+        ),
+        (
+            |config| config.address = "224.0.0.5/32".parse().expect("valid network"),
+            "address",
+        ),
+        (
+            |config| config.address = "127.0.0.2/32".parse().expect("valid network"),
+            "address",
+        ),
+        (
+            |config| config.address = "10.13.0.0/16".parse().expect("valid network"),
+            "address",
+        ),
+        (
+            |config| config.allowed_ips = vec!["192.168.0.0/16".parse().expect("valid network")],
+            "server_address",
+        ),
+    ];
+
+    for (patch, field) in cases {
+        let error = sign_in_rejecting_reply(Behavior {
+            config_patch: Some(patch),
+            ..Behavior::default()
+        })
+        .await;
+
+        assert_invalid_field(&error, SignInStep::RegisterKey, field);
+    }
+}
+
+#[tokio::test]
+async fn profile_of_another_user_is_rejected() {
+    let error = sign_in_rejecting_reply(Behavior {
+        me_user_patch: Some(|user| user.id = "id-mallory".to_owned()),
+        ..Behavior::default()
+    })
+    .await;
+
+    assert_invalid_field(&error, SignInStep::FetchProfile, "id");
+    assert!(error.to_string().contains("\"id-alice\""), "{error}");
+}
+
+#[tokio::test]
+async fn oversized_profile_texts_are_rejected() {
+    let cases: [(Behavior, SignInStep, &str); 4] = [
+        (
+            Behavior {
+                login_user_patch: Some(|user| user.display_name = "x".repeat(900_000)),
+                ..Behavior::default()
+            },
+            SignInStep::Login,
+            "display_name",
+        ),
+        (
+            Behavior {
+                me_user_patch: Some(|user| user.display_name = "x".repeat(900_000)),
+                ..Behavior::default()
+            },
+            SignInStep::FetchProfile,
+            "display_name",
+        ),
+        (
+            Behavior {
+                me_user_patch: Some(|user| user.username = "x".repeat(257)),
+                ..Behavior::default()
+            },
+            SignInStep::FetchProfile,
+            "username",
+        ),
+        (
+            Behavior {
+                me_user_patch: Some(|user| user.email = format!("{}@example.com", "x".repeat(300))),
+                ..Behavior::default()
+            },
+            SignInStep::FetchProfile,
+            "email",
+        ),
+    ];
+
+    for (behavior, step, field) in cases {
+        let error = sign_in_rejecting_reply(behavior).await;
+
+        assert_invalid_field(&error, step, field);
+    }
+}
+
+#[tokio::test]
+async fn confirm_rejects_unusable_config_and_keeps_profile() {
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    let credentials = server.credentials("token-saved", 2);
+    let saved_profile = credentials.profile.clone();
+    let mut session = Session::resume(support::api(&server.url), credentials);
+    server.set_behavior(Behavior {
+        config_patch: Some(|config| config.endpoint = "127.0.0.1:0".to_owned()),
+        ..Behavior::default()
+    });
+
+    let error = session.confirm().await.expect_err("the config is invalid");
+
+    let ApiError::InvalidReply {
+        route,
+        error: field,
+    } = &error
+    else {
+        panic!("expected an invalid reply, got {error:?}");
+    };
+    assert_eq!(*route, Route::WIREGUARD_CONFIG);
+    assert_eq!(field.field, "endpoint");
+    assert!(
+        error.to_string().contains("contact the server's operator"),
+        "{error}"
+    );
+    assert_eq!(session.profile(), &saved_profile);
+}
+
+#[tokio::test]
+async fn confirm_rejects_profile_of_another_user() {
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    let credentials = server.credentials("token-saved", 2);
+    let saved_profile = credentials.profile.clone();
+    let mut session = Session::resume(support::api(&server.url), credentials);
+    server.set_behavior(Behavior {
+        me_user_patch: Some(|user| user.id = "id-mallory".to_owned()),
+        ..Behavior::default()
+    });
+
+    let error = session.confirm().await.expect_err("another user");
+
+    let ApiError::InvalidReply {
+        route,
+        error: field,
+    } = &error
+    else {
+        panic!("expected an invalid reply, got {error:?}");
+    };
+    assert_eq!(*route, Route::ME);
+    assert_eq!(field.field, "id");
+    assert_eq!(session.profile(), &saved_profile);
+}
+
+#[tokio::test]
+async fn confirm_accepts_valid_replies() {
+    support::init_logging();
+    let server = FakeCamwire::start().await;
+    let credentials = server.credentials("token-saved", 2);
+    let mut session = Session::resume(support::api(&server.url), credentials);
+
+    let confirmation = session.confirm().await.expect("confirms");
+
+    assert_eq!(confirmation, Confirmation::Confirmed { changed: false });
 }

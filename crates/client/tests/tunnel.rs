@@ -37,6 +37,13 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     guard
 }
 
+/// Returns an endpoint that the client accepts at sign-in but whose host name lookup fails.
+/// Its first label has 64 characters, one more than DNS allows. glibc's resolver rejects such
+/// a name before it sends a query, so no lookup leaves the machine.
+fn unresolvable_endpoint() -> String {
+    format!("{}.invalid:9", "a".repeat(64))
+}
+
 fn password() -> Password {
     Password::new(support::PASSWORD)
 }
@@ -357,9 +364,8 @@ async fn failed_tunnel_start_keeps_sign_in() {
     let _serial = serial().await;
     support::init_logging();
     let server = FakeCamwire::start().await;
-    // Without a port the endpoint fails to parse before any DNS lookup is sent.
     server.set_behavior(Behavior {
-        endpoint: Some("endpoint-without-port".to_owned()),
+        endpoint: Some(unresolvable_endpoint()),
         ..Behavior::default()
     });
     let options = ControllerOptions {
@@ -379,7 +385,10 @@ async fn failed_tunnel_start_keeps_sign_in() {
         panic!("expected a tunnel error, got {:?}", snapshot.tunnel.phase);
     };
     assert!(
-        message.contains("failed to resolve the WireGuard endpoint \"endpoint-without-port\""),
+        message.contains(&format!(
+            "failed to resolve the WireGuard endpoint {:?}",
+            unresolvable_endpoint()
+        )),
         "{message}"
     );
     assert!(
@@ -424,7 +433,7 @@ async fn sign_out_without_tunnel_reports_not_running() {
     support::init_logging();
     let server = FakeCamwire::start().await;
     server.set_behavior(Behavior {
-        endpoint: Some("endpoint-without-port".to_owned()),
+        endpoint: Some(unresolvable_endpoint()),
         ..Behavior::default()
     });
     let (controller, store) = signed_in(&server, ControllerOptions::default()).await;

@@ -33,6 +33,17 @@ pub enum ApiError {
     #[error("the server replied to {route} with HTTP {status} and no Camwire error body")]
     UnexpectedStatus { route: Route, status: u16 },
 
+    /// A reply parsed, but a value in it cannot be used or is out of bounds, such as an
+    /// endpoint without a port.
+    #[error(
+        "the server's reply to {route} contains an invalid value: {error}; contact the server's operator"
+    )]
+    InvalidReply {
+        route: Route,
+        #[source]
+        error: camwire_api::InvalidField,
+    },
+
     /// A reply arrived but its body is not the JSON that the route returns.
     #[error("the server's reply to {route} (HTTP {status}) is not the expected JSON: {reason}")]
     InvalidBody {
@@ -86,6 +97,7 @@ impl ApiError {
             | ApiError::UnexpectedStatus { status, .. }
             | ApiError::InvalidBody { status, .. } => Some(*status),
             ApiError::Unreachable { .. }
+            | ApiError::InvalidReply { .. }
             | ApiError::MalformedReply { .. }
             | ApiError::BodyTooLarge { .. }
             | ApiError::Request { .. } => None,

@@ -253,6 +253,13 @@ pub struct Behavior {
     pub endpoint: Option<String>,
     /// `GET /healthz` through the tunnel replies with this status and an error body.
     pub health_status: Option<u16>,
+    /// Changes every WireGuard config the fake sends, such as into one without a usable
+    /// endpoint.
+    pub config_patch: Option<fn(&mut WireguardConfig)>,
+    /// Changes the user that `POST /login` returns.
+    pub login_user_patch: Option<fn(&mut User)>,
+    /// Changes the user that `GET /me` returns, such as into another user.
+    pub me_user_patch: Option<fn(&mut User)>,
 }
 
 /// Calls the fake Camwire server received, per route.
@@ -435,9 +442,16 @@ impl FakeState {
     /// Returns the config of `10.13.0.{host}` on this fake's hub, or on the endpoint of the
     /// behavior.
     fn wireguard_config(&self, host: u8) -> WireguardConfig {
-        let endpoint = self.behavior.lock().expect("lock").endpoint.clone();
-        let endpoint = endpoint.unwrap_or_else(|| self.hub.local_addr().to_string());
-        hub_config(host, &self.hub.public_key().to_base64(), &endpoint)
+        let behavior = self.behavior.lock().expect("lock").clone();
+        let endpoint = behavior
+            .endpoint
+            .unwrap_or_else(|| self.hub.local_addr().to_string());
+
+        let mut config = hub_config(host, &self.hub.public_key().to_base64(), &endpoint);
+        if let Some(patch) = behavior.config_patch {
+            patch(&mut config);
+        }
+        config
     }
 }
 
@@ -489,11 +503,15 @@ async fn login(State(state): State<Arc<FakeState>>, Json(body): Json<Value>) -> 
         .insert(token.clone(), None);
     state.events.lock().expect("lock").push("login");
 
+    let mut user = user(&username);
+    if let Some(patch) = state.behavior.lock().expect("lock").login_user_patch {
+        patch(&mut user);
+    }
     Json(json!({
         "access_token": token,
         "token_type": "bearer",
         "expires_at": "2030-01-01T00:00:00Z",
-        "user": user(&username),
+        "user": user,
     }))
     .into_response()
 }
@@ -584,13 +602,22 @@ async fn me(State(state): State<Arc<FakeState>>, headers: HeaderMap) -> Response
     let Some(token) = authorized(&state, &headers) else {
         return unauthorized();
     };
-    if let Some(status) = state.behavior.lock().expect("lock").me_status {
+    let behavior = state.behavior.lock().expect("lock").clone();
+    if let Some(status) = behavior.me_status {
         let status = StatusCode::from_u16(status).expect("valid status");
         return error(status, "internal_error", "Injected failure.");
     }
 
-    let username = token.rsplit("-of-").next().unwrap_or("alice").to_owned();
-    Json(user(&username)).into_response()
+    // Tokens of sessions that a test inserted have no user name; they belong to alice.
+    let username = token
+        .split_once("-of-")
+        .map_or("alice", |(_, username)| username)
+        .to_owned();
+    let mut user = user(&username);
+    if let Some(patch) = behavior.me_user_patch {
+        patch(&mut user);
+    }
+    Json(user).into_response()
 }
 
 async fn logout(State(state): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
@@ -662,5 +689,47 @@ impl MemoryStoreHandle {
             .load()
             .expect("memory store loads")
             .expect("credentials are saved")
+    }
+}
+
+/// Log output of the current thread, collected in memory so that a test can read it.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Collects the logs of the current thread until the returned guard is dropped. A
+    /// `#[tokio::test]` runs its spawned tasks on this thread too.
+    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let capture = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("camwire_client=debug")
+            .with_ansi(false)
+            .with_writer(capture.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (capture, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }
