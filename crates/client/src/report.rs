@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use camwire_api::{CleanupStatus, LogoutResponse, WireguardCleanup};
 
+use crate::api::sanitize_server_text;
 use crate::{ApiError, UnreachableReason};
 
 /// Outcome of a sign-out: the server's reply, how the tunnel stopped, and whether the stored
@@ -79,7 +80,7 @@ impl ServerOutcome {
             Ok(response) => {
                 return ServerOutcome::Confirmed {
                     session_invalidated: response.session_invalidated,
-                    wireguard: response.wireguard,
+                    wireguard: response.wireguard.map(bound_cleanup_detail),
                 };
             }
             Err(error) => error,
@@ -107,6 +108,13 @@ impl ServerOutcome {
             ServerOutcome::ServerError { .. } => "server_error",
         }
     }
+}
+
+/// Cuts the server's `detail` to 300 characters and drops its control characters, as error
+/// bodies are, because the report is logged and shown to the user.
+fn bound_cleanup_detail(mut cleanup: WireguardCleanup) -> WireguardCleanup {
+    cleanup.detail = cleanup.detail.as_deref().map(sanitize_server_text);
+    cleanup
 }
 
 impl SignOutReport {
@@ -338,6 +346,54 @@ mod tests {
             "{}",
             not_running.message()
         );
+    }
+
+    #[test]
+    fn long_cleanup_detail_is_cut() {
+        let detail = format!("wg failed\nFAKE LOG LINE{}", "x".repeat(500_000));
+        let response = LogoutResponse {
+            message: "Signed out.".into(),
+            session_invalidated: Some(true),
+            wireguard: Some(WireguardCleanup {
+                status: CleanupStatus::Failed,
+                released_address: None,
+                peer_removed: false,
+                detail: Some(detail),
+            }),
+        };
+
+        let outcome = ServerOutcome::from_logout_result(Ok(response));
+
+        let ServerOutcome::Confirmed {
+            wireguard: Some(cleanup),
+            ..
+        } = &outcome
+        else {
+            panic!("expected a confirmed sign-out with a cleanup, got {outcome:?}");
+        };
+        let detail = cleanup.detail.as_deref().expect("detail is kept");
+        assert_eq!(detail.chars().count(), 301);
+        assert!(detail.starts_with("wg failedFAKE LOG LINE"), "{detail}");
+        assert!(detail.ends_with('…'), "{detail}");
+        assert!(report(outcome).message().len() < 600);
+    }
+
+    #[test]
+    fn short_cleanup_detail_is_kept() {
+        let response = LogoutResponse {
+            message: "Signed out.".into(),
+            session_invalidated: Some(true),
+            wireguard: Some(WireguardCleanup {
+                status: CleanupStatus::Failed,
+                released_address: None,
+                peer_removed: false,
+                detail: Some("wg set failed".into()),
+            }),
+        };
+
+        let message = report(ServerOutcome::from_logout_result(Ok(response))).message();
+
+        assert!(message.contains("(wg set failed)"), "{message}");
     }
 
     #[test]

@@ -354,3 +354,32 @@ async fn failed_store_clear_is_reported() {
         report.server
     );
 }
+
+#[tokio::test]
+async fn long_cleanup_detail_is_cut() {
+    let detail = format!("peer removal failed\\n{}", "x".repeat(500_000));
+    let body = format!(
+        r#"{{"message":"Signed out.","session_invalidated":true,"wireguard":{{"status":"failed","released_address":"10.13.0.2","peer_removed":false,"detail":"{detail}"}}}}"#
+    );
+    let server = RawReplyServer::json(200, &body).await;
+
+    let (report, store) = sign_out_from_saved_session(&server.url).await;
+
+    let ServerOutcome::Confirmed {
+        wireguard: Some(cleanup),
+        ..
+    } = &report.server
+    else {
+        panic!("expected confirmation, got {:?}", report.server);
+    };
+    let detail = cleanup.detail.as_deref().expect("detail is kept");
+    assert_eq!(detail.chars().count(), 301, "{detail}");
+    assert!(detail.starts_with("peer removal failedxxx"), "{detail}");
+    assert!(detail.ends_with('…'), "{detail}");
+    assert!(
+        report.message().len() < 600,
+        "the message is {} bytes",
+        report.message().len()
+    );
+    assert_store_empty(&store);
+}

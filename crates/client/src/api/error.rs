@@ -193,7 +193,7 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Cuts a server-supplied text to a bounded length and drops control characters, so that a
 /// hostile reply cannot flood a log or forge extra log lines.
-pub(super) fn sanitize_server_text(text: &str) -> String {
+pub(crate) fn sanitize_server_text(text: &str) -> String {
     let mut clean: String = text
         .chars()
         .filter(|character| !character.is_control())

@@ -14,6 +14,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub(crate) use error::sanitize_server_text;
 pub use error::{ApiError, UnreachableReason};
 
 use crate::ServerUrl;
