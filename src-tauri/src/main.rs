@@ -125,6 +125,7 @@ fn setup(app: &AppHandle) -> anyhow::Result<()> {
     let store = plugin_store::PluginCredentialStore::open(app)?;
     let controller = Controller::new(Arc::new(store), ApiOptions::default());
     app.manage(controller.clone());
+    window::follow_session_checks(app.clone(), controller.clone());
 
     let tray_created = start_tray(app, &controller);
     app.manage(TrayCreated(tray_created));

@@ -30,6 +30,11 @@ const SILENT_SIGN_IN_BOUND: Duration = Duration::from_secs(25);
 /// Time in which a request that must not be sent would have reached the proxy.
 const QUIET_PERIOD: Duration = Duration::from_millis(500);
 
+/// Upper bound on noticing an admin revoke: the third failed health probe (5 s apart, up to
+/// 3 s each) starts a session check about 24 s after the revoke, plus slack for a loaded
+/// machine. The periodic check every 60 s is only the fallback.
+const REVOKE_NOTICED_BOUND: Duration = Duration::from_secs(45);
+
 // Scenario 1: the whole sign-out, and the freed address handed to the next user.
 
 #[tokio::test]
@@ -458,6 +463,34 @@ fn ensure_private_mode(path: &std::path::Path) -> Result<()> {
 #[cfg(not(unix))]
 fn ensure_private_mode(_path: &std::path::Path) -> Result<()> {
     Ok(())
+}
+
+// Scenario 5b: an administrator revokes the session while the app runs.
+
+#[tokio::test]
+async fn admin_revoke_returns_to_sign_in() {
+    scenario("admin_revoke_returns_to_sign_in", ServerOptions::default(), async |world| {
+        let url = world.server.url();
+        world.launch_app().await?;
+        let app = world.app();
+        app.sign_in(&url, "alice", world.server.password("alice")).await?;
+        let session = world.stored_session()?.context("no session stored after sign-in")?;
+        ensure_tunnel_running(app).await?;
+
+        revoke_as_admin(&world.server, &session).await?;
+        let started = Instant::now();
+        app.wait_visible("signin-view", REVOKE_NOTICED_BOUND).await?;
+        eprintln!("the app noticed the revoke after {:?}", started.elapsed());
+
+        expect_eq("notice kind", app.data_kind("signout-notice").await?, "session_expired".to_owned())?;
+        let notice = app.text("signout-notice").await?;
+        ensure!(notice.contains("revoked"), "the notice does not say that the session was revoked: {notice:?}");
+        world.ensure_store_signed_out(&[&session.access_token, &session.private_key])?;
+        expect_eq("store file", world.store_json()?, Some(json!({})))?;
+        ensure_tunnel_stopped(app).await?;
+        ensure_no_secret_in_log(&world.app_log_path(), &session)
+    })
+    .await;
 }
 
 // Scenario 6: repeated clicks and a sign-in during a sign-out.

@@ -1,7 +1,8 @@
 //! The session state machine that the desktop app's commands call, testable without a window.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
 
 use camwire_api::Password;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
@@ -44,7 +45,8 @@ pub enum ServerStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     /// `confirmed`, `unreachable`, `token_rejected`, `server_error` (see
-    /// [`crate::ServerOutcome::kind`]) or `session_expired`.
+    /// [`crate::ServerOutcome::kind`]) or `session_expired` (the server rejected the session
+    /// at a check).
     pub kind: &'static str,
     pub message: String,
 }
@@ -67,10 +69,27 @@ pub struct Snapshot {
 }
 
 /// Settings of a [`Controller`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ControllerOptions {
     pub api: ApiOptions,
     pub tunnel: TunnelSettings,
+    /// Time between two checks of a signed-in session with the server, so that a session
+    /// that an administrator revoked or that expired ends on the device too.
+    pub session_check_interval: Duration,
+    /// Number of health probes through the tunnel that must fail in a row before the
+    /// session is checked with the server at once; every further multiple checks again.
+    pub failed_probes_before_session_check: u32,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self {
+            api: ApiOptions::default(),
+            tunnel: TunnelSettings::default(),
+            session_check_interval: Duration::from_secs(60),
+            failed_probes_before_session_check: 3,
+        }
+    }
 }
 
 /// Result of [`Controller::sign_out`].
@@ -137,6 +156,13 @@ struct Inner {
     store: Arc<dyn CredentialStore>,
     options: ApiOptions,
     tunnel_settings: TunnelSettings,
+    session_check_interval: Duration,
+    failed_probes_before_session_check: u32,
+    /// Set once the task of periodic session checks runs.
+    periodic_checks_started: AtomicBool,
+    /// Set while a session check started by failed probes waits or runs, so that probes
+    /// failing meanwhile do not queue more.
+    probe_check_pending: AtomicBool,
     operations: Arc<Mutex<Operations>>,
     view: watch::Sender<Snapshot>,
     /// Status access to the session's tunnel, readable while an operation has the session.
@@ -144,6 +170,10 @@ struct Inner {
     /// Incremented by every sign-out and shutdown call before it waits for its turn; a
     /// confirmation in progress stops when it changes.
     interrupts: watch::Sender<u64>,
+    /// Incremented by every user operation on a session (sign-out, shutdown, disconnect,
+    /// connect) before it waits for its turn; a session check that the controller started
+    /// itself stops when it changes, so that it never delays what the user asked for.
+    user_requests: watch::Sender<u64>,
     /// Number of sign-outs that ended a session, so that a call that waited behind one
     /// can return that one's report.
     completed_sign_outs: AtomicU64,
@@ -162,17 +192,19 @@ struct Operations {
 }
 
 impl Controller {
-    /// Creates a controller with the default tunnel settings.
+    /// Creates a controller with the default tunnel settings and session checks.
     pub fn new(store: Arc<dyn CredentialStore>, options: ApiOptions) -> Self {
         Self::with_options(
             store,
             ControllerOptions {
                 api: options,
-                tunnel: TunnelSettings::default(),
+                ..ControllerOptions::default()
             },
         )
     }
 
+    /// Creates a controller. No task starts before the first [`Controller::resume`] or
+    /// [`Controller::sign_in`], so this may run outside a Tokio runtime.
     pub fn with_options(store: Arc<dyn CredentialStore>, options: ControllerOptions) -> Self {
         let snapshot = Snapshot {
             phase: Phase::Starting,
@@ -189,6 +221,13 @@ impl Controller {
                 store,
                 options: options.api,
                 tunnel_settings: options.tunnel,
+                session_check_interval: options.session_check_interval,
+                // Zero would check after every probe, failed or not.
+                failed_probes_before_session_check: options
+                    .failed_probes_before_session_check
+                    .max(1),
+                periodic_checks_started: AtomicBool::new(false),
+                probe_check_pending: AtomicBool::new(false),
                 operations: Arc::new(Mutex::new(Operations {
                     store_loaded: false,
                     session: None,
@@ -199,6 +238,7 @@ impl Controller {
                 view: watch::channel(snapshot).0,
                 tunnel: std::sync::Mutex::new(None),
                 interrupts: watch::channel(0).0,
+                user_requests: watch::channel(0).0,
                 completed_sign_outs: AtomicU64::new(0),
             }),
         }
@@ -255,7 +295,11 @@ impl Controller {
     /// server failure keeps the session with the saved profile and records the failure in
     /// [`Snapshot::server_status`]; call `resume` again to retry. When the server hands out a
     /// changed WireGuard config or a new key, the tunnel starts again with them.
+    ///
+    /// The first call also starts the periodic session checks (see
+    /// [`Controller::check_session`]).
     pub async fn resume(&self) -> Snapshot {
+        self.start_periodic_checks();
         let mut interrupts = self.inner.interrupts.subscribe();
 
         self.run(move |controller, mut operations| async move {
@@ -263,6 +307,45 @@ impl Controller {
             controller.ensure_tunnel(&mut operations).await;
             controller
                 .confirm_session(&mut operations, &mut interrupts)
+                .await;
+            controller.ensure_tunnel(&mut operations).await;
+            controller.snapshot()
+        })
+        .await
+    }
+
+    /// Checks the signed-in session with the server now (`GET /me`, `GET /wireguard/config`),
+    /// also when it was confirmed before, and returns the state.
+    ///
+    /// A 401 ends the session like at [`Controller::resume`]: the tunnel stops, the store is
+    /// cleared and a `session_expired` notice says that the server ended the session. A
+    /// network or server failure keeps the session and shows in [`Snapshot::server_status`].
+    /// Does nothing without a session or after [`Controller::shutdown`].
+    ///
+    /// The controller calls this every [`ControllerOptions::session_check_interval`] while
+    /// signed in, and when [`ControllerOptions::failed_probes_before_session_check`] health
+    /// probes through the tunnel fail in a row.
+    pub async fn check_session(&self) -> Snapshot {
+        let interrupts = self.inner.interrupts.subscribe();
+        self.check_session_until(interrupts).await
+    }
+
+    /// [`Controller::check_session`] for checks that the controller starts itself: it stops
+    /// early for every user operation on the session, not only for a sign-out.
+    async fn check_session_in_background(&self) -> Snapshot {
+        let user_requests = self.inner.user_requests.subscribe();
+        self.check_session_until(user_requests).await
+    }
+
+    async fn check_session_until(&self, mut interrupts: watch::Receiver<u64>) -> Snapshot {
+        self.run(move |controller, mut operations| async move {
+            controller.load_store(&mut operations);
+            if operations.shut_down || operations.session.is_none() {
+                return controller.snapshot();
+            }
+
+            controller
+                .verify_session(&mut operations, &mut interrupts)
                 .await;
             controller.ensure_tunnel(&mut operations).await;
             controller.snapshot()
@@ -286,6 +369,7 @@ impl Controller {
         if password.is_empty() {
             return Err(ControllerError::MissingField { field: "password" });
         }
+        self.start_periodic_checks();
 
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
@@ -304,6 +388,7 @@ impl Controller {
     pub async fn sign_out(&self) -> SignOutOutcome {
         let completed_before = self.inner.completed_sign_outs.load(Ordering::SeqCst);
         self.inner.interrupts.send_modify(|count| *count += 1);
+        self.inner.user_requests.send_modify(|count| *count += 1);
 
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
@@ -353,6 +438,8 @@ impl Controller {
     /// NOTE: the disconnected state is kept in memory only, so the next start of the app
     /// connects again.
     pub async fn disconnect(&self) -> Option<TunnelOutcome> {
+        self.inner.user_requests.send_modify(|count| *count += 1);
+
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
             // Reborrow through the guard once, so that two fields can be borrowed apart.
@@ -383,6 +470,8 @@ impl Controller {
     /// Like at sign-in, a tunnel that cannot start is not an error: the status shows why, and
     /// the tunnel is started again with backoff.
     pub async fn connect(&self) -> Result<Snapshot, ControllerError> {
+        self.inner.user_requests.send_modify(|count| *count += 1);
+
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
             if operations.shut_down {
@@ -408,6 +497,7 @@ impl Controller {
     /// Returns how the tunnel stopped, or `None` when there was no session.
     pub async fn shutdown(&self) -> Option<TunnelOutcome> {
         self.inner.interrupts.send_modify(|count| *count += 1);
+        self.inner.user_requests.send_modify(|count| *count += 1);
 
         self.run(move |controller, mut operations| async move {
             operations.shut_down = true;
@@ -481,7 +571,54 @@ impl Controller {
             let controller = Controller { inner };
             let status = controller.tunnel_status();
             controller.publish(|view| view.tunnel = status);
+            controller.check_session_after_failed_probes();
         })
+    }
+
+    /// Starts a session check when the tunnel's health probes have failed a multiple of
+    /// [`ControllerOptions::failed_probes_before_session_check`] times in a row, because a
+    /// server that revoked the session drops the device's peer and so stops answering.
+    fn check_session_after_failed_probes(&self) {
+        let Some(watch) = self.tunnel_watch() else {
+            return;
+        };
+        let failed_probes = watch.failed_probes();
+        let threshold = self.inner.failed_probes_before_session_check;
+        if failed_probes == 0 || failed_probes % threshold != 0 {
+            return;
+        }
+        if self.inner.probe_check_pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+
+        tracing::info!(
+            failed_probes,
+            "the server does not answer through the tunnel; checking the session with it"
+        );
+        let controller = self.clone();
+        tokio::spawn(async move {
+            controller.check_session_in_background().await;
+            controller
+                .inner
+                .probe_check_pending
+                .store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Starts the task that checks the session every
+    /// [`ControllerOptions::session_check_interval`] while signed in, once per controller.
+    /// The task holds a weak reference and ends when the controller is dropped.
+    fn start_periodic_checks(&self) {
+        if self
+            .inner
+            .periodic_checks_started
+            .swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let interval = self.inner.session_check_interval;
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(check_periodically(inner, interval));
     }
 
     /// Starts the session's tunnel, or starts it again when the session's WireGuard config or
@@ -545,8 +682,28 @@ impl Controller {
         });
     }
 
-    /// Confirms a session not yet confirmed; stops early when a sign-out is requested.
+    /// Confirms a session not yet confirmed, showing `Checking` meanwhile; stops early when a
+    /// sign-out is requested.
     async fn confirm_session(
+        &self,
+        operations: &mut Operations,
+        interrupts: &mut watch::Receiver<u64>,
+    ) {
+        if operations.session.is_none() {
+            return;
+        }
+        if self.inner.view.borrow().server_status == ServerStatus::Confirmed {
+            return;
+        }
+        self.publish(|view| view.server_status = ServerStatus::Checking);
+
+        self.verify_session(operations, interrupts).await;
+    }
+
+    /// Checks the session with the server and applies the result: a saved profile update, the
+    /// end of a session that the server rejected, or the failure in the server status. Stops
+    /// early when a sign-out is requested.
+    async fn verify_session(
         &self,
         operations: &mut Operations,
         interrupts: &mut watch::Receiver<u64>,
@@ -554,16 +711,15 @@ impl Controller {
         let Some(session) = operations.session.as_mut() else {
             return;
         };
-        if self.inner.view.borrow().server_status == ServerStatus::Confirmed {
-            return;
-        }
-        self.publish(|view| view.server_status = ServerStatus::Checking);
+        let status_before = self.inner.view.borrow().server_status.clone();
 
         let result = tokio::select! {
             result = session.confirm() => result,
             _ = interrupts.changed() => {
-                tracing::debug!("sign-out requested; stopping the session check");
-                self.publish(|view| view.server_status = ServerStatus::Unknown);
+                tracing::debug!("the user requested an operation; stopping the session check");
+                if status_before != ServerStatus::Confirmed {
+                    self.publish(|view| view.server_status = ServerStatus::Unknown);
+                }
                 return;
             }
         };
@@ -581,7 +737,18 @@ impl Controller {
             }
             Ok(Confirmation::Expired) => self.end_expired_session(operations).await,
             Err(error) => {
-                tracing::warn!(%error, "could not confirm the saved session; keeping it");
+                // A server that stays down fails every periodic check; log the first failure
+                // of a kind at WARN and the repeats at DEBUG.
+                let unchanged = matches!(
+                    (&status_before, error.unreachable_reason()),
+                    (ServerStatus::Unreachable { .. }, Some(_))
+                        | (ServerStatus::Failing { .. }, None)
+                );
+                if unchanged {
+                    tracing::debug!(%error, "the session check failed again; keeping the session");
+                } else {
+                    tracing::warn!(%error, "could not confirm the session with the server; keeping it");
+                }
                 let status = match error.unreachable_reason() {
                     Some(reason) => ServerStatus::Unreachable {
                         message: format!(
@@ -600,7 +767,7 @@ impl Controller {
     }
 
     async fn end_expired_session(&self, operations: &mut Operations) {
-        tracing::info!("the server rejected the saved session; signing out locally");
+        tracing::info!("the server rejected the session (revoked or expired); signing out locally");
         operations.disconnected = false;
 
         if let Some(mut session) = operations.session.take() {
@@ -623,7 +790,9 @@ impl Controller {
             view.disconnected = false;
             view.notice = Some(Notice {
                 kind: "session_expired",
-                message: "Your session expired or was revoked; sign in again.".to_owned(),
+                message: "The server ended your session: an administrator revoked it, or it \
+                          expired. Sign in again."
+                    .to_owned(),
             });
         });
     }
@@ -692,6 +861,26 @@ impl Controller {
 
         tracing::info!(user_id = %session.profile().user.id, "signed in and saved the session");
         Ok(session)
+    }
+}
+
+/// Checks the session every `interval` while the controller exists and is signed in.
+async fn check_periodically(inner: Weak<Inner>, interval: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let controller = Controller { inner };
+        if controller.inner.view.borrow().phase != Phase::SignedIn {
+            continue;
+        }
+
+        tracing::debug!("checking the session with the server");
+        controller.check_session_in_background().await;
     }
 }
 

@@ -89,6 +89,9 @@ struct Slot {
     /// tunnel runs.
     start_error: Option<(String, u32)>,
     server: ServerProbe,
+    /// Health probes that failed in a row since the tunnel started or the server last
+    /// answered.
+    failed_probes: u32,
     /// Set by `stop`; from then on the task neither stores a tunnel nor notifies.
     stopped: bool,
 }
@@ -120,6 +123,7 @@ impl TunnelSupervisor {
                     tunnel: Some(Arc::new(tunnel)),
                     start_error: None,
                     server: ServerProbe::Checking,
+                    failed_probes: 0,
                     stopped: false,
                 };
                 // The key stays in the tunnel only; this copy is dropped (and wiped) here.
@@ -131,6 +135,7 @@ impl TunnelSupervisor {
                     tunnel: None,
                     start_error: Some((message, 1)),
                     server: not_running(),
+                    failed_probes: 0,
                     stopped: false,
                 };
                 let pending = PendingStart {
@@ -283,6 +288,12 @@ impl TunnelWatch {
     pub fn check_now(&self) {
         self.0.check_now.notify_one();
     }
+
+    /// Returns the number of health probes that failed in a row since the tunnel started or
+    /// the server last answered; 0 while no tunnel runs.
+    pub fn failed_probes(&self) -> u32 {
+        self.0.lock().failed_probes
+    }
 }
 
 impl Shared {
@@ -365,6 +376,7 @@ async fn supervise(
                             slot.tunnel = Some(tunnel);
                             slot.start_error = None;
                             slot.server = ServerProbe::Checking;
+                            slot.failed_probes = 0;
                         });
                         if !stored {
                             return;
@@ -399,7 +411,16 @@ async fn supervise(
                     },
                 };
                 log_probe_change(&shared.lock().server, &server, server_address);
-                if !shared.update(|slot| slot.server = server) {
+                let answered = matches!(server, ServerProbe::Answering { .. });
+                let stored = shared.update(|slot| {
+                    slot.failed_probes = if answered {
+                        0
+                    } else {
+                        slot.failed_probes.saturating_add(1)
+                    };
+                    slot.server = server;
+                });
+                if !stored {
                     return;
                 }
             }
