@@ -122,7 +122,7 @@ fn setup(app: &AppHandle) -> anyhow::Result<()> {
     logs.apply_saved_level(settings.get().log_level);
     app.manage(settings);
 
-    let store = plugin_store::PluginCredentialStore::open(app)?;
+    let store = plugin_store::PluginCredentialStore::open(app);
     let controller = Controller::new(Arc::new(store), ApiOptions::default());
     app.manage(controller.clone());
     window::follow_session_checks(app.clone(), controller.clone());

@@ -77,7 +77,8 @@ pub struct ServerStatusView {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NoticeView {
-    /// `confirmed`, `unreachable`, `token_rejected`, `server_error` or `session_expired`.
+    /// `confirmed`, `unreachable`, `token_rejected`, `server_error`, `session_expired` or
+    /// `store_error`.
     pub kind: &'static str,
     pub message: String,
 }

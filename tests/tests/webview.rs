@@ -465,7 +465,53 @@ fn ensure_private_mode(_path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-// Scenario 5b: an administrator revokes the session while the app runs.
+// Scenario 5b: a credential store whose file cannot be made private.
+
+#[tokio::test]
+async fn unusable_store_starts_signed_out() {
+    scenario("unusable_store_starts_signed_out", ServerOptions::default(), async |world| {
+        // A link to a missing file stands in for a file that another user owns: the app can
+        // neither create the file nor set its mode.
+        let path = world.store_path();
+        let folder = path.parent().context("the store path has a folder")?;
+        std::fs::create_dir_all(folder)?;
+        symlink(world.dir().join("missing-credentials.json"), &path)?;
+
+        world.launch_app().await?;
+        expect_eq("view at start", settled_state(world).await?, View::SignIn)?;
+        let app = world.app();
+        expect_eq("notice kind", app.data_kind("signout-notice").await?, "store_error".to_owned())?;
+        let notice = app.text("signout-notice").await?;
+        ensure!(notice.contains("credentials.json"), "the notice does not name the store file: {notice:?}");
+
+        app.submit_sign_in(&world.server.url(), "alice", world.server.password("alice")).await?;
+        let error = app.wait_text("signin-error", DEFAULT_WAIT).await?;
+        ensure!(error.to_lowercase().contains("could not save the sign-in"), "unexpected sign-in error {error:?}");
+        expect_eq("view after the sign-in", app.view().await?, View::SignIn)?;
+        expect_eq("peers in the database", db::peers(&world.server.database_url()).await?.len(), 0)?;
+
+        let log = std::fs::read_to_string(world.app_log_path()).context("failed to read the app's log")?;
+        ensure!(
+            log.lines().any(|line| line.contains("WARN") && line.contains("could not open the credential store")),
+            "the app's log has no warning about the credential store"
+        );
+        ensure!(!log.contains("panicked"), "the app panicked");
+        Ok(())
+    })
+    .await;
+}
+
+#[cfg(unix)]
+fn symlink(target: std::path::PathBuf, link: &std::path::Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, link).with_context(|| format!("failed to create {}", link.display()))
+}
+
+#[cfg(not(unix))]
+fn symlink(_target: std::path::PathBuf, _link: &std::path::Path) -> Result<()> {
+    bail!("this scenario needs Unix symbolic links")
+}
+
+// Scenario 5c: an administrator revokes the session while the app runs.
 
 #[tokio::test]
 async fn admin_revoke_returns_to_sign_in() {

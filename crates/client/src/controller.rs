@@ -45,8 +45,8 @@ pub enum ServerStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     /// `confirmed`, `unreachable`, `token_rejected`, `server_error` (see
-    /// [`crate::ServerOutcome::kind`]) or `session_expired` (the server rejected the session
-    /// at a check).
+    /// [`crate::ServerOutcome::kind`]), `session_expired` (the server rejected the session at
+    /// a check) or `store_error` (the credential store could not be read at start).
     pub kind: &'static str,
     pub message: String,
 }
@@ -651,6 +651,14 @@ impl Controller {
             Ok(credentials) => credentials,
             Err(error) => {
                 tracing::warn!(%error, "could not read the credential store; starting signed out");
+                self.publish(|view| {
+                    view.notice = Some(Notice {
+                        kind: "store_error",
+                        message: format!(
+                            "Could not read the saved sign-in on this device: {error}."
+                        ),
+                    });
+                });
                 None
             }
         };
