@@ -449,7 +449,7 @@ impl Controller {
             operations.disconnected = true;
             let outcome = session.stop_tunnel().await;
             tracing::info!(
-                user_id = %session.profile().user.id,
+                user_id = ?session.profile().user.id,
                 outcome = outcome.kind(),
                 ?outcome,
                 "disconnected: stopped the tunnel and kept the session"
@@ -485,7 +485,7 @@ impl Controller {
             operations.disconnected = false;
             controller.publish(|view| view.disconnected = false);
             controller.ensure_tunnel(&mut operations).await;
-            tracing::info!(%user_id, "connected: started the tunnel of the session");
+            tracing::info!(?user_id, "connected: started the tunnel of the session");
             Ok(controller.snapshot())
         })
         .await
@@ -679,7 +679,7 @@ impl Controller {
         };
 
         let session = Session::resume(api, credentials);
-        tracing::info!(user_id = %session.profile().user.id, server = %server_url, "resumed the saved session");
+        tracing::info!(user_id = ?session.profile().user.id, server = %server_url, "resumed the saved session");
         let profile = session.profile().clone();
         operations.session = Some(session);
         self.publish(|view| {
@@ -867,7 +867,7 @@ impl Controller {
             return Err(ControllerError::Store(message));
         }
 
-        tracing::info!(user_id = %session.profile().user.id, "signed in and saved the session");
+        tracing::info!(user_id = ?session.profile().user.id, "signed in and saved the session");
         Ok(session)
     }
 }
