@@ -36,9 +36,9 @@ pub enum PluginCredentialStore {
 impl PluginCredentialStore {
     /// Opens the store, creating its folder and file readable only by the user on Unix.
     ///
-    /// A store that cannot be opened, such as a file whose mode cannot be set because another
-    /// user owns it, is logged at WARN and returned as [`PluginCredentialStore::Unavailable`],
-    /// so that the app still starts.
+    /// Logs a store that cannot be opened at WARN and returns it as
+    /// [`PluginCredentialStore::Unavailable`], so the app still starts. One example is a file
+    /// whose mode cannot be set because another user owns it.
     pub fn open(app: &AppHandle) -> Self {
         match Self::try_open(app) {
             Ok(store) => store,

@@ -30,8 +30,8 @@ pub const STORE_FILE: &str = "credentials.json";
 /// Default timeout of the page waits.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(15);
 
-/// Time that the app is given to open its window when a WebDriver session starts; a debug
-/// build opens it within a few seconds, more on a loaded machine.
+/// Time that the app is given to open its window when a WebDriver session starts. A debug
+/// build opens it within a few seconds here, and later on a loaded machine.
 pub const SESSION_START_WAIT: Duration = Duration::from_secs(60);
 
 /// One running app instance and the WebDriver session that controls it.

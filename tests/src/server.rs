@@ -20,8 +20,8 @@ pub struct ServerOptions {
     /// Address pool as a CIDR, `10.13.0.0/16` by default.
     pub pool: String,
     /// Further arguments of `camwire-server serve`. When they contain `--peer-backend`,
-    /// `--wg-listen` or `--wg-endpoint`, the harness leaves the WireGuard back end and its
-    /// endpoint to them; otherwise it runs the embedded hub on the server's own free UDP port.
+    /// `--wg-listen` or `--wg-endpoint`, they choose the WireGuard back end and its endpoint.
+    /// Otherwise the harness runs the embedded hub on the server's own free UDP port.
     pub extra_arguments: Vec<String>,
     /// Loopback port to listen on; a free one when `None`.
     pub port: Option<u16>,

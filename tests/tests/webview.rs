@@ -470,8 +470,8 @@ fn ensure_private_mode(_path: &std::path::Path) -> Result<()> {
 #[tokio::test]
 async fn unusable_store_starts_signed_out() {
     scenario("unusable_store_starts_signed_out", ServerOptions::default(), async |world| {
-        // A link to a missing file stands in for a file that another user owns: the app can
-        // neither create the file nor set its mode.
+        // A link to a missing file replaces a file that another user owns, because in both
+        // cases the app can neither create the file nor set its mode.
         let path = world.store_path();
         let folder = path.parent().context("the store path has a folder")?;
         std::fs::create_dir_all(folder)?;

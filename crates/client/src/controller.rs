@@ -77,7 +77,7 @@ pub struct ControllerOptions {
     /// that an administrator revoked or that expired ends on the device too.
     pub session_check_interval: Duration,
     /// Number of health probes through the tunnel that must fail in a row before the
-    /// session is checked with the server at once; every further multiple checks again.
+    /// session is checked with the server at once. Every further multiple checks again.
     pub failed_probes_before_session_check: u32,
 }
 
@@ -170,9 +170,9 @@ struct Inner {
     /// Incremented by every sign-out and shutdown call before it waits for its turn; a
     /// confirmation in progress stops when it changes.
     interrupts: watch::Sender<u64>,
-    /// Incremented by every user operation on a session (sign-out, shutdown, disconnect,
-    /// connect) before it waits for its turn; a session check that the controller started
-    /// itself stops when it changes, so that it never delays what the user asked for.
+    /// Counter incremented by every user operation on a session (sign-out, shutdown,
+    /// disconnect, connect) before it waits for its turn. A session check that the
+    /// controller started itself stops when it changes, so it never delays a user request.
     user_requests: watch::Sender<u64>,
     /// Number of sign-outs that ended a session, so that a call that waited behind one
     /// can return that one's report.
@@ -577,7 +577,7 @@ impl Controller {
 
     /// Starts a session check when the tunnel's health probes have failed a multiple of
     /// [`ControllerOptions::failed_probes_before_session_check`] times in a row, because a
-    /// server that revoked the session drops the device's peer and so stops answering.
+    /// server that revoked the session drops the device's peer and so stops replying.
     fn check_session_after_failed_probes(&self) {
         let Some(watch) = self.tunnel_watch() else {
             return;

@@ -89,8 +89,8 @@ struct Slot {
     /// tunnel runs.
     start_error: Option<(String, u32)>,
     server: ServerProbe,
-    /// Health probes that failed in a row since the tunnel started or the server last
-    /// answered.
+    /// Number of health probes that failed in a row since the tunnel started or the server
+    /// last replied.
     failed_probes: u32,
     /// Set by `stop`; from then on the task neither stores a tunnel nor notifies.
     stopped: bool,
@@ -290,7 +290,7 @@ impl TunnelWatch {
     }
 
     /// Returns the number of health probes that failed in a row since the tunnel started or
-    /// the server last answered; 0 while no tunnel runs.
+    /// the server last replied, or 0 while no tunnel runs.
     pub fn failed_probes(&self) -> u32 {
         self.0.lock().failed_probes
     }
