@@ -388,7 +388,7 @@ impl Controller {
     pub async fn sign_out(&self) -> SignOutOutcome {
         let completed_before = self.inner.completed_sign_outs.load(Ordering::SeqCst);
         self.inner.interrupts.send_modify(|count| *count += 1);
-        self.inner.user_requests.send_modify(|count| *count += 1);
+        self.interrupt_background_checks();
 
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
@@ -438,7 +438,7 @@ impl Controller {
     /// NOTE: the disconnected state is kept in memory only, so the next start of the app
     /// connects again.
     pub async fn disconnect(&self) -> Option<TunnelOutcome> {
-        self.inner.user_requests.send_modify(|count| *count += 1);
+        self.interrupt_background_checks();
 
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
@@ -470,7 +470,7 @@ impl Controller {
     /// Like at sign-in, a tunnel that cannot start is not an error: the status shows why, and
     /// the tunnel is started again with backoff.
     pub async fn connect(&self) -> Result<Snapshot, ControllerError> {
-        self.inner.user_requests.send_modify(|count| *count += 1);
+        self.interrupt_background_checks();
 
         self.run(move |controller, mut operations| async move {
             controller.load_store(&mut operations);
@@ -497,7 +497,7 @@ impl Controller {
     /// Returns how the tunnel stopped, or `None` when there was no session.
     pub async fn shutdown(&self) -> Option<TunnelOutcome> {
         self.inner.interrupts.send_modify(|count| *count += 1);
-        self.inner.user_requests.send_modify(|count| *count += 1);
+        self.interrupt_background_checks();
 
         self.run(move |controller, mut operations| async move {
             operations.shut_down = true;
@@ -603,6 +603,12 @@ impl Controller {
                 .probe_check_pending
                 .store(false, Ordering::SeqCst);
         });
+    }
+
+    /// Stops a session check that the controller started itself, so that the user operation
+    /// calling this does not wait for it.
+    fn interrupt_background_checks(&self) {
+        self.inner.user_requests.send_modify(|count| *count += 1);
     }
 
     /// Starts the task that checks the session every
