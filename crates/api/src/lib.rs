@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use key::{KEY_LEN, KeyError, fingerprint, parse_key};
 pub use secret::{AccessToken, Password};
-pub use validate::{InvalidField, MAX_HOST_CHARS, MAX_USER_FIELD_CHARS};
+pub use validate::{InvalidField, MAX_HOST_CHARS, MAX_USER_FIELD_CHARS, shorten};
 
 /// Version of the wire contract that these types describe.
 pub const API_VERSION: u32 = 1;

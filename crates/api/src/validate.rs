@@ -32,7 +32,7 @@ impl InvalidField {
     pub fn new(field: &'static str, value: &str, reason: impl Into<String>) -> Self {
         Self {
             field,
-            value: quote(value),
+            value: shorten(value, MAX_QUOTED_CHARS),
             reason: reason.into(),
         }
     }
@@ -52,7 +52,7 @@ impl WireguardConfig {
                     "not base64 of a 32-byte x25519 key".to_owned()
                 }
                 crate::KeyError::WrongLength { len, .. } => {
-                    format!("decodes to {len} bytes; expected 32")
+                    format!("decodes to {len} bytes; expected {}", crate::KEY_LEN)
                 }
             };
             InvalidField::new("server_public_key", &self.server_public_key, reason)
@@ -192,13 +192,14 @@ fn unusable_address_reason(address: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
-/// Cuts a text to its first 64 characters, with an ellipsis when it was longer.
-fn quote(text: &str) -> String {
-    let mut quoted: String = text.chars().take(MAX_QUOTED_CHARS).collect();
-    if text.chars().nth(MAX_QUOTED_CHARS).is_some() {
-        quoted.push('…');
+/// Cuts a text to its first `max_chars` characters, with an ellipsis when it was longer, so
+/// that a huge value does not reach a log or a message whole.
+pub fn shorten(text: &str, max_chars: usize) -> String {
+    let mut short: String = text.chars().take(max_chars).collect();
+    if text.chars().nth(max_chars).is_some() {
+        short.push('…');
     }
-    quoted
+    short
 }
 
 #[cfg(test)]

@@ -219,12 +219,7 @@ fn strip_scheme_prefix(text: &str) -> &str {
 /// Cuts a user-supplied value for an error message, so that a pasted page does not
 /// end up in a log whole.
 fn quote(text: &str) -> String {
-    if text.chars().count() <= MAX_QUOTED_CHARS {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(MAX_QUOTED_CHARS).collect();
-    cut.push('…');
-    cut
+    camwire_api::shorten(text, MAX_QUOTED_CHARS)
 }
 
 #[cfg(test)]

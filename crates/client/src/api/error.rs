@@ -194,20 +194,11 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
 /// Cuts a server-supplied text to a bounded length and drops control characters, so that a
 /// hostile reply cannot flood a log or forge extra log lines.
 pub(crate) fn sanitize_server_text(text: &str) -> String {
-    let mut clean: String = text
+    let printable: String = text
         .chars()
         .filter(|character| !character.is_control())
-        .take(MAX_SERVER_TEXT_CHARS)
         .collect();
-    if text
-        .chars()
-        .filter(|character| !character.is_control())
-        .nth(MAX_SERVER_TEXT_CHARS)
-        .is_some()
-    {
-        clean.push('…');
-    }
-    clean
+    camwire_api::shorten(&printable, MAX_SERVER_TEXT_CHARS)
 }
 
 fn format_seconds(duration: Duration) -> String {
