@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use camwire_client::{
-    CredentialStore, Credentials, SESSION_KEY, StoreError, credentials_from_entry,
+    CredentialStore, Credentials, SESSION_KEY, StoreError, create_private_folder,
+    credentials_from_entry,
 };
 use tauri::{AppHandle, Manager as _, Wry};
 use tauri_plugin_store::{Store, StoreBuilder};
@@ -160,14 +161,7 @@ fn parse_document(bytes: &[u8]) -> Result<Document, Box<dyn std::error::Error + 
 /// those modes on existing ones, before the plugin writes the file. The plugin's writes keep
 /// the mode of an existing file and would otherwise create it readable by every user.
 fn prepare_private_file(folder: &Path, path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder.create(folder)?;
+    create_private_folder(folder)?;
 
     #[cfg(unix)]
     {

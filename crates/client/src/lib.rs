@@ -45,7 +45,7 @@ pub use status::{
     ServerProbe, TunnelPhase, TunnelStatus, format_age, format_bytes, format_round_trip,
 };
 pub use store::{
-    CredentialStore, JsonFileStore, MemoryStore, SESSION_KEY, StoreError,
+    CredentialStore, JsonFileStore, MemoryStore, SESSION_KEY, StoreError, create_private_folder,
     credentials_from_document, credentials_from_entry,
 };
 pub use supervisor::TunnelSettings;

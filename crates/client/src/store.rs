@@ -255,7 +255,9 @@ impl CredentialStore for JsonFileStore {
     }
 }
 
-fn create_private_folder(folder: &Path) -> std::io::Result<()> {
+/// Creates `folder` and its missing parents, readable only by the user (0700) on Unix.
+/// An existing folder keeps its mode.
+pub fn create_private_folder(folder: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
