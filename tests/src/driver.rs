@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::process::Command;
 
 use crate::process::{
-    GroupChild, describe_listeners, free_port, group_members, port_is_open, process_is_alive, workspace_binary,
+    GroupChild, describe_listeners, free_ports, group_members, port_is_open, process_is_alive, workspace_binary,
 };
 
 /// The app's identifier in `tauri.conf.json`, which names its data directory.
@@ -71,8 +71,7 @@ impl AppSession {
         let tauri_driver = std::env::var_os("CAMWIRE_TAURI_DRIVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("tauri-driver"));
-        let port = free_port()?;
-        let native_port = free_port()?;
+        let [port, native_port] = free_ports()?;
 
         let mut command = Command::new(&tauri_driver);
         command

@@ -233,6 +233,21 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Returns `N` distinct loopback TCP ports that were free a moment ago.
+///
+/// Every listener stays open until all ports are chosen, because two [`free_port`] calls in
+/// a row may return the same port: the kernel hands a just-released port out again.
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for port in &mut ports {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("failed to bind a loopback port")?;
+        *port = listener.local_addr()?.port();
+        listeners.push(listener);
+    }
+    Ok(ports)
+}
+
 /// Returns a loopback UDP port that was free a moment ago; the same race as [`free_port`].
 pub fn free_udp_port() -> Result<u16> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("failed to bind a loopback UDP port")?;
